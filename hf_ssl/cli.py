@@ -1,0 +1,45 @@
+"""`hf-ssl` command line: one subcommand per job, each defined next to the code it drives.
+
+A subcommand module exposes `add_arguments(parser)` and `run(args) -> int | None`; it is imported only when
+its subcommand runs, so `hf-ssl --help` stays fast.
+"""
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help)
+COMMANDS = {
+    "pretrain": ("hf_ssl.training.cli", "pretrain a model from a recipe YAML"),
+    "extract": ("hf_ssl.evaluation.extract", "write features of a folder of images to safetensors"),
+    "export": ("hf_ssl.convert.export", "export a model to plain transformers classes (no hf_ssl needed to load)"),
+    "eval": ("hf_ssl.evaluation.cli", "evaluate frozen features (kNN)"),
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hf-ssl", description="Self-supervised vision models, the Hugging Face way.")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        subparser = subparsers.add_parser(name, help=help_text, description=help_text)
+        if name == command:
+            importlib.import_module(module_name).add_arguments(subparser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((arg for arg in argv if not arg.startswith("-")), None)
+    if command is not None and command not in COMMANDS:
+        build_parser().error(f"unknown command {command!r}; choose one of {', '.join(COMMANDS)}")
+    parser = build_parser(command)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    module = importlib.import_module(COMMANDS[args.command][0])
+    return module.run(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
