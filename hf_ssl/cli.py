@@ -38,7 +38,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     module = importlib.import_module(COMMANDS[args.command][0])
-    return module.run(args) or 0
+    try:
+        return module.run(args) or 0
+    except (ValueError, OSError) as error:  # bad input: one clear line, no traceback
+        print(f"hf-ssl {args.command}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
