@@ -24,7 +24,8 @@ from transformers.configuration_utils import SubConfigSpec
 from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
 from transformers.utils import ModelOutput
 
-from ..backbones import build_backbone, feature_dim
+from ..backbones import SSLViTConfig, build_backbone, feature_dim
+from .heads import SSLHead
 
 
 class SSLMethodConfig(PreTrainedConfig):
@@ -47,7 +48,7 @@ class SSLMethodConfig(PreTrainedConfig):
             isinstance(self.backbone_config, dict) and "pooling" not in self.backbone_config
         )
         super().__post_init__(**kwargs)
-        if apply_default_pooling and hasattr(self.backbone_config, "pooling"):
+        if apply_default_pooling and isinstance(self.backbone_config, SSLViTConfig):
             self.backbone_config.pooling = self.default_pooling
 
     @property
@@ -62,6 +63,30 @@ class SSLPreTrainedModel(PreTrainedModel):
     main_input_name = "pixel_values"
     input_modalities = ("image",)
     supports_gradient_checkpointing = True
+
+    @torch.no_grad()
+    def initialize_weights(self):
+        """`transformers`' initialisation, then the original one of the pretraining heads (inner heads first).
+
+        Done here rather than in `_init_weights`, which `transformers` skips for modules without parameters of
+        their own (the heads are containers); weights loaded from a checkpoint are left untouched either way.
+        """
+        super().initialize_weights()
+        for module in reversed(list(self.modules())):
+            if isinstance(module, SSLHead):
+                module.reset_parameters()
+
+    def freeze_untrained_parameters(self) -> None:
+        """Set `requires_grad=False` on the parameters the optimizer must not train (EMA teachers, fixed weight
+        norms). Pretraining models override it and call it at the end of `__init__`."""
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, then `freeze_untrained_parameters`: `transformers` loads every
+        floating-point parameter as trainable."""
+        loaded = super().from_pretrained(*args, **kwargs)
+        (loaded[0] if isinstance(loaded, tuple) else loaded).freeze_untrained_parameters()
+        return loaded
 
 
 class SSLModel(SSLPreTrainedModel):

@@ -1,4 +1,4 @@
 from .configuration_dino import DinoConfig
-from .modeling_dino import DinoForImageClassification, DinoModel, DinoPreTrainedModel
+from .modeling_dino import DinoForImageClassification, DinoForPreTraining, DinoModel, DinoPreTrainedModel
 
-__all__ = ["DinoConfig", "DinoModel", "DinoForImageClassification", "DinoPreTrainedModel"]
+__all__ = ["DinoConfig", "DinoModel", "DinoForImageClassification", "DinoForPreTraining", "DinoPreTrainedModel"]

@@ -18,9 +18,11 @@ class DinoConfig(SSLMethodConfig):
         student_temp (`float`): tau_s (0.1).
         teacher_temp (`float`): tau_t after warm-up (0.04).
         warmup_teacher_temp (`float`): tau_t at the first step (0.04).
-        warmup_teacher_temp_steps (`int`): linear warm-up of tau_t (0: none).
+        warmup_teacher_temp_epochs (`int`): epochs of the linear warm-up of tau_t, per epoch as the original
+            (0: none; the paper uses 30 with `teacher_temp` 0.07).
         center_momentum (`float`): m of the EMA centre of the teacher outputs (0.9).
         momentum_teacher (`float`): base EMA momentum of the teacher, raised to 1 by a cosine schedule (0.996).
+        freeze_last_layer_epochs (`int`): epochs during which the last layer of the student head is not updated (1).
     """
 
     model_type = "dino"
@@ -34,9 +36,10 @@ class DinoConfig(SSLMethodConfig):
     student_temp: float = 0.1
     teacher_temp: float = 0.04
     warmup_teacher_temp: float = 0.04
-    warmup_teacher_temp_steps: int = 0
+    warmup_teacher_temp_epochs: int = 0
     center_momentum: float = 0.9
     momentum_teacher: float = 0.996
+    freeze_last_layer_epochs: int = 1
 
     def __post_init__(self, **kwargs):
         for name in ("head_out_dim", "head_hidden_dim", "head_bottleneck_dim", "head_num_layers"):
@@ -48,6 +51,7 @@ class DinoConfig(SSLMethodConfig):
         for name in ("center_momentum", "momentum_teacher"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        if self.warmup_teacher_temp_steps < 0:
-            raise ValueError(f"warmup_teacher_temp_steps must be >= 0, got {self.warmup_teacher_temp_steps}")
+        for name in ("warmup_teacher_temp_epochs", "freeze_last_layer_epochs"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         super().__post_init__(**kwargs)

@@ -1,0 +1,48 @@
+"""The few collectives the losses need. Every helper is the identity on a single process (no process group
+initialised), so the same model code runs on a laptop and under `accelerate launch`."""
+
+import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_fn
+
+
+def is_distributed() -> bool:
+    """Whether a process group with more than one process is running."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def world_size() -> int:
+    """Number of processes (1 without a process group)."""
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def rank() -> int:
+    """Index of this process (0 without a process group)."""
+    return dist.get_rank() if is_distributed() else 0
+
+
+def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate `tensor` from every process along dim 0, in rank order, keeping the gradient.
+
+    The backward pass sums the gradients every process computes for this process' slice and returns that sum,
+    so a loss that contrasts local anchors with the global batch gets the gradient of the global loss (times the
+    world size, which the data-parallel gradient average divides out). Every process must hold the same shape.
+    """
+    if not is_distributed():
+        return tensor
+    return torch.cat(dist_fn.all_gather(tensor), dim=0)
+
+
+@torch.no_grad()
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """The sum of `tensor` over processes, as a new tensor without gradient (the input is left untouched)."""
+    tensor = tensor.detach().clone()
+    if is_distributed():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+@torch.no_grad()
+def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
+    """The mean of `tensor` over processes, as a new tensor without gradient."""
+    return all_reduce_sum(tensor) / world_size()
