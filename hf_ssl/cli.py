@@ -13,7 +13,13 @@ COMMANDS = {
     "pretrain": ("hf_ssl.training.cli", "pretrain a model from a recipe YAML"),
     "extract": ("hf_ssl.evaluation.extract", "write features of a folder of images to safetensors"),
     "export": ("hf_ssl.convert.export", "export a model to plain transformers classes (no hf_ssl needed to load)"),
-    "eval": ("hf_ssl.evaluation.cli", "evaluate frozen features (kNN)"),
+    "eval": ("hf_ssl.evaluation.cli", "evaluate a model: kNN, linear probe, few-shot, label-free metrics, fine-tuning"),
+    "visualize": (
+        "hf_ssl.evaluation.visualize",
+        "figures: attention maps, PCA of patch features, kNN retrieval grid, training curves, t-SNE",
+    ),
+    "convert": ("hf_ssl.convert.cli", "convert an original research checkpoint to an hf_ssl model"),
+    "push": ("hf_ssl.convert.hub", "upload a model folder to the Hub with a generated model card"),
 }
 
 
