@@ -20,6 +20,7 @@ COMMANDS = {
     ),
     "convert": ("hf_ssl.convert.cli", "convert an original research checkpoint to an hf_ssl model"),
     "push": ("hf_ssl.convert.hub", "upload a model folder to the Hub with a generated model card"),
+    "fit-tokenizer": ("hf_ssl.modeling.beit_ssl.tokenizer", "fit a k-means patch tokenizer (BEiT's visual tokens)"),
 }
 
 

@@ -5,6 +5,7 @@
     hf-ssl visualize retrieval --model M --dataset D --out retrieval.png          queries and their nearest neighbours
     hf-ssl visualize curves    --logs runs/dino --out curves.png                  training curves (tensorboard / jsonl)
     hf-ssl visualize tsne      --model M --dataset D --out tsne.png               t-SNE of features, coloured by label
+    hf-ssl visualize mae       --model M --image x.jpg --out recon.png            MAE original / masked / reconstruction
 
 Every command takes `--width`/`--height` (pixels). Plotting uses matplotlib's object API (no pyplot state), so it
 works headless and in threads.
@@ -367,6 +368,42 @@ def _split_images(dataset: str, split: str, indices: list[int]) -> list[np.ndarr
     return shown
 
 
+# ---------------------------------------------------------------------------------------------- MAE reconstruction
+@torch.no_grad()
+def mae_reconstruction(model, pixel_values: torch.Tensor, mask_ratio: float | None = None, seed: int = 0):
+    """(masked image, reconstruction) of one image (`pixel_values` (1, C, H, W)) by an MAE pretraining model, as
+    images (1, C, H, W) in the input's normalisation: masked patches are zero (the dataset mean) in the first, the
+    decoder's predictions in the second, whose visible patches are the original's (as the paper's figures).
+    With `norm_pix_loss` the predictions are per-patch normalised; they are shown with the original patch's mean
+    and std. `mask_ratio` defaults to the model's; the mask is drawn with `seed`."""
+    from ..modeling.targets import patchify, unpatchify
+    from ..processing.masking import RandomMaskGenerator
+
+    patch = _patch_size(model)
+    grid = (pixel_values.shape[-2] // patch, pixel_values.shape[-1] // patch)
+    ratio = model.config.mask_ratio if mask_ratio is None else mask_ratio
+    masks = RandomMaskGenerator(ratio)(*grid, generator=torch.Generator().manual_seed(seed))[None]
+    model.config.mask_ratio = ratio
+    predictions, _ = model.reconstruct(pixel_values, masks)
+    patches = patchify(pixel_values, patch)
+    if model.config.norm_pix_loss:
+        mean, std = patches.mean(-1, keepdim=True), (patches.var(-1, keepdim=True) + 1e-6).sqrt()
+        predictions = predictions * std + mean
+    masked = torch.where(masks[..., None], torch.zeros_like(patches), patches)
+    reconstruction = torch.where(masks[..., None], predictions, patches)
+    return unpatchify(masked, patch, grid), unpatchify(reconstruction, patch, grid)
+
+
+def plot_mae(images: list[np.ndarray], path, size: tuple[int, int] = (900, 300)) -> Path:
+    """The original / masked / reconstruction strip."""
+    figure = _figure(size)
+    axes = figure.subplots(1, 3)
+    for axis, image, title in zip(axes, images, ("original", "masked", "reconstruction + visible")):
+        _show(axis, image, title, vmin=0, vmax=1)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
 # ------------------------------------------------------------------------------------------------------------- CLI
 def _size_arguments(parser, width: int, height: int) -> None:
     parser.add_argument("--out", required=True, help="PNG file to write")
@@ -426,6 +463,13 @@ def add_arguments(parser) -> None:
     tsne_parser.add_argument("--perplexity", type=float, default=30.0)
     tsne_parser.add_argument("--seed", type=int, default=0)
     _size_arguments(tsne_parser, 800, 800)
+
+    mae = sub.add_parser("mae", help="MAE reconstruction: original / masked / reconstruction strip")
+    mae.add_argument("--model", required=True, help="an MAE pretraining checkpoint (with its decoder)")
+    mae.add_argument("--image", required=True, help="image file")
+    mae.add_argument("--mask-ratio", type=float, default=None, help="default: the model's")
+    mae.add_argument("--seed", type=int, default=0, help="seed of the random mask")
+    _size_arguments(mae, 900, 300)
 
 
 def _attention(args, size) -> Path:
@@ -490,7 +534,24 @@ def _tsne(args, size) -> Path:
     return plot_tsne(points, labels.numpy(), args.out, size, _class_names(args.dataset, args.split))
 
 
-FIGURES = {"attention": _attention, "pca": _pca, "retrieval": _retrieval, "curves": _curves, "tsne": _tsne}
+def _mae(args, size) -> Path:
+    from transformers import AutoModelForPreTraining
+
+    from .extract import load_image_processor
+
+    model = AutoModelForPreTraining.from_pretrained(args.model).eval()
+    if not hasattr(model, "reconstruct"):
+        raise ValueError(f"{args.model} is not an MAE pretraining checkpoint (got {type(model).__name__})")
+    processor = load_image_processor(args.model, model.config)
+    pixel_values = _pixel_values(processor, [args.image])
+    masked, reconstruction = mae_reconstruction(model, pixel_values, args.mask_ratio, args.seed)
+    images = [displayable(image[0], processor) for image in (pixel_values, masked, reconstruction)]
+    return plot_mae(images, args.out, size)
+
+
+FIGURES = {
+    "attention": _attention, "pca": _pca, "retrieval": _retrieval, "curves": _curves, "tsne": _tsne, "mae": _mae,
+}
 
 
 def run(args) -> int:

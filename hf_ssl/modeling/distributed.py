@@ -46,3 +46,36 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
 def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
     """The mean of `tensor` over processes, as a new tensor without gradient."""
     return all_reduce_sum(tensor) / world_size()
+
+
+@torch.no_grad()
+def gather_no_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate `tensor` from every process along dim 0, in rank order, without gradient (MoCo's
+    `concat_all_gather`): for momentum-encoder keys and the features that enter a queue. Every process must hold
+    the same shape."""
+    tensor = tensor.detach()
+    if not is_distributed():
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(world_size())]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts, dim=0)
+
+
+def all_reduce_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """The sum of `tensor` over processes, keeping the gradient (Barlow Twins' global statistics).
+
+    The backward pass sums the incoming gradients over processes, so when every process computes the same loss from
+    the reduced tensor, each gets the gradient of that loss times the world size, the convention of
+    `gather_with_grad` (the data-parallel gradient average divides it out).
+    """
+    if not is_distributed():
+        return tensor
+    return dist_fn.all_reduce(tensor)
+
+
+@torch.no_grad()
+def broadcast_(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
+    """Overwrite `tensor`, in place, with process `src`'s (k-means centroids drawn on one process)."""
+    if is_distributed():
+        dist.broadcast(tensor, src)
+    return tensor

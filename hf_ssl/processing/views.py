@@ -9,7 +9,9 @@ as the pretraining contract asks: `global_views` (V_g, B, C, H, W), `local_views
 - `TwoViewTransform`: SimCLR / BYOL / MoCo style, two crops of one resolution with per-view blur and solarize
   probabilities (defaults are BYOL's asymmetric 1.0 / 0.1 blur and 0.0 / 0.2 solarize).
 - `MultiCropTransform`: DINO style, two global crops plus N small local crops.
-- `build_views(type=..., **kwargs)`: builds either from a recipe's `views:` section.
+- `SingleViewTransform`: one crop and flip (masked image modeling: MAE, SimMIM, BEiT, I-JEPA).
+- `build_views(type=..., masking=..., **kwargs)`: builds one from a recipe's `views:` section, optionally wrapped
+  in `MaskedViews` so the masks of the global views are drawn with them (`hf_ssl.processing.masking`).
 """
 
 import inspect
@@ -23,6 +25,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from ..data.images import to_rgb
+from .masking import MaskedViews, build_mask_generator
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -351,11 +354,59 @@ class MultiCropTransform(_ViewsTransform):
         return views
 
 
-VIEWS = {"two_view": TwoViewTransform, "multi_crop": MultiCropTransform}
+class SingleViewTransform(_ViewsTransform):
+    """One random view per image (MAE, SimMIM, MaskFeat, BEiT, I-JEPA): `{"global_views": [v]}`.
+
+    Masked image modeling needs no second view: a random resized crop (MAE: scale 0.2-1, bicubic) and a horizontal
+    flip; colour jitter, grayscale, blur and solarize are available but off by default (BEiT adds colour jitter 0.4).
+    """
+
+    def __init__(
+        self,
+        size: int = 224,
+        scale: Sequence[float] = (0.2, 1.0),
+        ratio: Sequence[float] = (3 / 4, 4 / 3),
+        interpolation: str = "bicubic",
+        hflip_prob: float = 0.5,
+        color_jitter_prob: float = 0.0,
+        color_jitter_strength: float = 1.0,
+        brightness: float = 0.4,
+        contrast: float = 0.4,
+        saturation: float = 0.4,
+        hue: float = 0.0,
+        grayscale_prob: float = 0.0,
+        blur_prob: float = 0.0,
+        blur_sigma: Sequence[float] = (0.1, 2.0),
+        solarize_prob: float = 0.0,
+        solarize_threshold: int = 128,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        num_channels: int = 3,
+    ):
+        super().__init__({k: v for k, v in locals().items() if k not in ("self", "__class__")})
+        self.view = view_augmentation(
+            _positive_int(size, "size"),
+            _range(scale, "scale", high=1.0),
+            blur_prob=_probability(blur_prob, "blur_prob"),
+            solarize_prob=_probability(solarize_prob, "solarize_prob"),
+            **self.common,
+        )
+
+    def __call__(self, image) -> dict[str, list[torch.Tensor]]:
+        return {"global_views": [self.view(self._prepare(image))]}
 
 
-def build_views(type: str, **kwargs) -> TwoViewTransform | MultiCropTransform:
-    """A views transform from a recipe's `views:` section: `type` (`two_view` | `multi_crop`) and its arguments."""
+VIEWS = {"single_view": SingleViewTransform, "two_view": TwoViewTransform, "multi_crop": MultiCropTransform}
+
+
+def build_views(type: str, masking: dict | None = None, **kwargs) -> _ViewsTransform | MaskedViews:
+    """A views transform from a recipe's `views:` section: `type` (`single_view` | `two_view` | `multi_crop`) and its
+    arguments.
+
+    `masking` adds patch masks of the global views (`MaskedViews`): `type` (`random` | `block` | `multiblock`),
+    the patch grid as `patch_size` (the global crop size divided by it) or `grid_size`, an optional
+    `mask_probability`, and the generator's own arguments (`hf_ssl.processing.masking`).
+    """
     if type not in VIEWS:
         raise ValueError(f"unknown views type {type!r}; expected one of {sorted(VIEWS)}")
     cls = VIEWS[type]
@@ -363,23 +414,69 @@ def build_views(type: str, **kwargs) -> TwoViewTransform | MultiCropTransform:
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
         raise ValueError(f"unknown option(s) {unknown} for views type {type!r}; accepted: {accepted}")
-    return cls(**kwargs)
+    views = cls(**kwargs)
+    if masking is None:
+        return views
+    if not isinstance(masking, dict) or "type" not in masking:
+        raise ValueError(f"views masking must be a dict with a 'type' key, got {masking!r}")
+    masking = dict(masking)
+    patch_size, grid_size = masking.pop("patch_size", None), masking.pop("grid_size", None)
+    if (patch_size is None) == (grid_size is None):
+        raise ValueError("views masking needs exactly one of patch_size or grid_size")
+    if grid_size is None:
+        crop_size = views.config["global_crop_size" if isinstance(views, MultiCropTransform) else "size"]
+        if not isinstance(patch_size, int) or patch_size < 1 or crop_size % patch_size:
+            raise ValueError(
+                f"masking patch_size must be a positive int dividing the crop size {crop_size}, got {patch_size!r}"
+            )
+        grid_size = crop_size // patch_size
+    mask_probability = masking.pop("mask_probability", 1.0)
+    return MaskedViews(views, build_mask_generator(**masking), grid_size, mask_probability=mask_probability)
+
+
+INDEX_MASK_KEYS = ("context_indices", "target_indices")
+
+
+def _collate_index_masks(samples: list[dict]) -> dict[str, torch.Tensor]:
+    """I-JEPA's index masks, truncated to the batch's shortest as its collator does (so they stack).
+
+    `context_indices` (a list of V_g LongTensors per sample) -> (V_g, B, N_c_min); `target_indices` (V_g lists of
+    M LongTensors per sample) -> (V_g, M, B, N_t_min), the minimum taken over all samples and targets.
+    """
+    batch = {}
+    if "context_indices" in samples[0]:
+        contexts = [sample["context_indices"] for sample in samples]
+        keep = min(len(index) for views in contexts for index in views)
+        per_view = zip(*contexts)
+        batch["context_indices"] = torch.stack([torch.stack([index[:keep] for index in view]) for view in per_view])
+    if "target_indices" in samples[0]:
+        targets = [sample["target_indices"] for sample in samples]
+        keep = min(len(index) for views in targets for blocks in views for index in blocks)
+        batch["target_indices"] = torch.stack([
+            torch.stack([torch.stack([index[:keep] for index in block]) for block in zip(*view)])
+            for view in zip(*targets)
+        ])  # fmt: skip
+    return batch
 
 
 def collate_views(samples: Sequence) -> dict[str, torch.Tensor]:
     """Stack `(views, label)` samples into the pretraining batch, one tensor per view kind, view-major.
 
     `views` is a dict like `{"global_views": [v1, v2], "local_views": [...]}` (a transform's output); each kind
-    becomes one tensor (V, B, ...). `None` samples (images a dataset could not decode) are dropped and counted:
-    the batch always has `num_skipped`, a 0-dim int64 tensor the engine sums for its report (and must pop before
-    calling the model). `labels` (B,) long is added when every kept sample has a label. A batch whose samples were
-    all skipped holds only `num_skipped`.
+    becomes one tensor (V, B, ...); `masks` (V_g, N) per sample become (V_g, B, N), and I-JEPA's index masks are
+    truncated to the batch's shortest (`_collate_index_masks`). `None` samples (images a dataset could not decode)
+    are dropped and counted: the batch always has `num_skipped`, a 0-dim int64 tensor the engine sums for its
+    report (and must pop before calling the model). `labels` (B,) long is added when every kept sample has a label.
+    A batch whose samples were all skipped holds only `num_skipped`.
     """
     kept = [sample for sample in samples if sample is not None]
     batch: dict[str, torch.Tensor] = {}
     if kept:
         first_views = kept[0][0]
+        batch.update(_collate_index_masks([views for views, _ in kept]))
         for key, first in first_views.items():
+            if key in INDEX_MASK_KEYS:
+                continue
             num_views = len(first)
             try:
                 flat = [views[key][v] for v in range(num_views) for views, _ in kept]

@@ -12,9 +12,11 @@ randomness (dropout, drop-path) comes from the process RNG, which checkpoints sa
 checkpoint and resumed ends with the same weights as an uninterrupted one (bit for bit on CPU).
 """
 
+import json
 import math
 import random
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +47,18 @@ def _derive_seed(*values: int) -> int:
     return int(np.random.SeedSequence(list(values)).generate_state(1, np.uint64)[0] >> 1)
 
 
+@contextmanager
+def single_thread():
+    """Run per-image augmentation on one thread: its many tiny ops only pay thread start-up and synchronisation when
+    spread over several (DataLoader workers already run single-threaded; this covers `num_workers=0`)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 class SeededBatches(torch.utils.data.Dataset):
     """A map-style dataset read by batches of keys `(seed, index)` (one seed per batch): the batch is computed under
     torch, numpy and Python RNGs seeded by that seed, and the caller's RNG states are restored afterwards, so a
@@ -63,7 +77,7 @@ class SeededBatches(torch.utils.data.Dataset):
     def __getitems__(self, keys: list[tuple[int, int]]) -> list:
         seed, indices = keys[0][0], [index for _, index in keys]
         python_state, numpy_state = random.getstate(), np.random.get_state()
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), single_thread():
             torch.manual_seed(seed)
             random.seed(seed)
             np.random.seed(seed % 2**32)
@@ -324,8 +338,12 @@ class Trainer:
         }  # fmt: skip
         self.accelerator.log(values, step=self.step)
         self.metrics.update(values)
-        self.history.append({"step": self.step, **values, **self.fresh_monitors})
+        entry = {"step": self.step, **values, **self.fresh_monitors}
+        self.history.append(entry)
         self.fresh_monitors = {}
+        if self.accelerator.is_main_process:  # one JSON line per log step: the curves figure reads it
+            with open(self.output_dir / "metrics.jsonl", "a") as file:
+                file.write(json.dumps(entry) + "\n")
 
     def monitor(self, embeddings: torch.Tensor) -> None:
         """Collapse signals (embedding std, RankMe) of the last batch's embeddings, gathered over processes."""
