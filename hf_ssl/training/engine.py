@@ -465,14 +465,13 @@ def train(recipe: Recipe | str | Path, resume: bool | str | Path = False, overri
     return result
 
 
-def knn_report(model_dir: Path, options: dict) -> dict | None:
+def knn_report(model_dir: Path, options: dict) -> dict:
     """kNN accuracy of the saved encoder (and of the same architecture at random init when `compare_random_init`),
-    by `hf_ssl.evaluation.knn.knn_eval`; printed, and returned as {"trained": ..., "random_init": ...}."""
-    try:
-        from ..evaluation.knn import knn_eval
-    except ImportError:
-        logger.warning("eval.knn is set but hf_ssl.evaluation.knn is not available: no kNN evaluation")
-        return None
+    by `hf_ssl.evaluation.knn.knn_eval`; printed, written to `knn.json` beside `model_dir`, and returned as
+    {"trained": ..., "random_init": ...}."""
+    from ..evaluation.knn import knn_eval
+
+    options = dict(options)
     compare_random_init = options.pop("compare_random_init", False)
     if "split" in options:
         options["test_split"] = options.pop("split")
@@ -482,4 +481,5 @@ def knn_report(model_dir: Path, options: dict) -> dict | None:
     for name, scores in results.items():
         for k, accuracy in scores.items():
             print(f"kNN {k} ({name}): top-1 {accuracy['top1']:.2f}%  top-5 {accuracy['top5']:.2f}%")
+    (Path(model_dir).parent / "knn.json").write_text(json.dumps(results, indent=2))
     return results
