@@ -315,12 +315,31 @@ def test_bad_pixel_values(pixels, message):
         (lambda: SSLViTConfig(hidden_size=64, num_attention_heads=5), "divisible by num_attention_heads"),
         (lambda: SSLViTConfig(pooling="cls", use_cls_token=False), "needs use_cls_token=True"),
         (lambda: SSLViTConfig(pooling="max"), "pooling must be one of"),
+        (lambda: SSLViTConfig(patch_embed_init="kaiming"), "patch_embed_init must be one of"),
     ],
 )
 def test_bad_config(make, message):
     with pytest.raises(ValueError) as error:
         make()
     assert message in str(error.value)
+
+
+@pytest.mark.parametrize("patch_embed_init", ["trunc_normal", "xavier_uniform"])
+def test_patch_embed_init(patch_embed_init):
+    """trunc_normal: std `initializer_range` (transformers' ViT); xavier_uniform: U(-a, a) with
+    a = sqrt(6 / (C * p * p + D)) on the flattened projection, as torch's xavier_uniform_ on a (D, C*p*p) matrix."""
+    torch.manual_seed(0)
+    config = SSLViTConfig(image_size=32, patch_size=8, hidden_size=256, num_hidden_layers=1, num_attention_heads=4,
+                          patch_embed_init=patch_embed_init)  # fmt: skip
+    weight = SSLViTModel(config).embeddings.patch_embeddings.projection.weight.detach()
+    if patch_embed_init == "trunc_normal":
+        expected_std, bound = 0.02, 2.0
+    else:
+        reference = torch.empty(256, 3 * 8 * 8)
+        nn.init.xavier_uniform_(reference)
+        expected_std, bound = reference.std().item(), reference.abs().max().item() * 1.001
+    assert weight.std().item() == pytest.approx(expected_std, rel=0.03)
+    assert weight.abs().max().item() <= bound
 
 
 def test_bad_mask_shapes():

@@ -12,6 +12,7 @@ VIT_SIZES = {
 }
 
 POOLINGS = ("cls", "mean", "cls+mean")
+PATCH_EMBED_INITS = ("trunc_normal", "xavier_uniform")
 POSITION_EMBEDDINGS = ("learned", "sincos")
 
 
@@ -32,6 +33,10 @@ class SSLViTConfig(PreTrainedConfig):
             0 resizes to the exact size, as `transformers` and DINOv2-with-registers do.
         interpolate_antialias (`bool`): antialias when resizing position embeddings (DINOv2 with registers).
         pooling (`str`): what `pooler_output` is: `"cls"`, `"mean"` (of the patch tokens) or `"cls+mean"`.
+        initializer_range (`float`): std of the truncated-normal init of linear layers and tokens.
+        patch_embed_init (`str`): `"trunc_normal"` (std `initializer_range`, as `transformers`' ViT and I-JEPA) or
+            `"xavier_uniform"` on the flattened patch projection (MAE, MoCo v3). For small patches the first gives
+            patch features far smaller than the position embeddings, so at init every image looks alike.
     """
 
     model_type = "ssl_vit"
@@ -57,6 +62,7 @@ class SSLViTConfig(PreTrainedConfig):
     interpolate_antialias: bool = False
     pooling: str = "cls"
     initializer_range: float = 0.02
+    patch_embed_init: str = "trunc_normal"
 
     def __post_init__(self, **kwargs):
         if self.patch_size <= 0 or self.image_size % self.patch_size != 0:
@@ -75,6 +81,8 @@ class SSLViTConfig(PreTrainedConfig):
             raise ValueError(
                 f"position_embedding_type must be one of {POSITION_EMBEDDINGS}, got {self.position_embedding_type!r}"
             )
+        if self.patch_embed_init not in PATCH_EMBED_INITS:
+            raise ValueError(f"patch_embed_init must be one of {PATCH_EMBED_INITS}, got {self.patch_embed_init!r}")
         if not 0.0 <= self.drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
         if self.num_register_tokens < 0:

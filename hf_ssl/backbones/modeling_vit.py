@@ -238,7 +238,13 @@ class SSLViTPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module):
         super()._init_weights(module)
         std = self.config.initializer_range
-        if isinstance(module, (nn.Linear, nn.Conv2d)):
+        if isinstance(module, nn.Conv2d):  # the patch projection
+            if self.config.patch_embed_init == "xavier_uniform":
+                bound = math.sqrt(6.0 / (module.weight[0].numel() + module.weight.shape[0]))
+                init.uniform_(module.weight, -bound, bound)
+            else:
+                init.trunc_normal_(module.weight, std=std)
+        elif isinstance(module, nn.Linear):
             init.trunc_normal_(module.weight, std=std)
         elif isinstance(module, ViTEmbeddings):
             if self.config.position_embedding_type == "sincos":
