@@ -17,6 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from timm.layers import SwiGLUPacked
+from timm.models.beit import Beit
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 from torchvision.models import resnet18, resnet50
@@ -423,6 +424,52 @@ def test_ijepa_target_encoder_without_cls_token(tmp_path):
         assert_features("ijepa", ours(context_model, x), context.forward_features(x).mean(dim=1))
 
 
+# ------------------------------------------------------------------------------------------- BEiT, data2vec
+
+
+def timm_beit(seed=0, depth=DEPTH, **kwargs) -> Beit:
+    """BEiT's ViT with the original (unilm) key layout: `attn.q_bias`/`attn.v_bias` (no key bias), `gamma_1/2`."""
+    torch.manual_seed(seed)
+    settings = dict(use_abs_pos_emb=True, use_rel_pos_bias=False, use_shared_rel_pos_bias=False, init_values=0.1,
+                    global_pool="")
+    model = Beit(img_size=IMG, patch_size=PATCH, embed_dim=DIM, depth=depth, num_heads=HEADS, num_classes=0,
+                 **{**settings, **kwargs}).eval()
+    randomize_(model, seed)
+    return model
+
+
+@pytest.mark.parametrize("method, model_type, depth", [("beit", "beit_ssl", DEPTH), ("data2vec", "data2vec_ssl", 6)])
+def test_beit_layout_with_absolute_positions(tmp_path, method, model_type, depth):
+    reference = timm_beit(depth=depth)  # data2vec's config averages the top 6 blocks: it needs 6
+    mask_token = torch.randn(1, 1, DIM)
+    lm_head = {"lm_head.weight": torch.randn(16, DIM), "lm_head.bias": torch.randn(16)}
+    path = tmp_path / "pretrained.pth"
+    torch.save({"model": {**reference.state_dict(), "mask_token": mask_token, **lm_head}, "epoch": 5}, path)
+    conversion = convert_to_folder(method, path, tmp_path / "out", num_heads=HEADS)
+    assert conversion.report["unused_tensors"] == {next(iter(CONVERTERS[method].ignored.values())): sorted(lm_head)}
+    model = AutoModel.from_pretrained(tmp_path / "out").eval()
+    assert model.config.model_type == model_type
+    backbone = backbone_of(model)
+    assert torch.equal(backbone.embeddings.mask_token, mask_token[0])
+    assert torch.equal(backbone.layers[0].attn.qkv.bias[DIM:2 * DIM], torch.zeros(DIM))  # BEiT's key has no bias
+    x = pixels()
+    with torch.no_grad():
+        expected = reference.forward_features(x)
+        output = model(x)
+    assert_features(method, output.pooler_output, expected[:, 1:].mean(dim=1))
+    assert_features(method, output.last_hidden_state, expected)
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(use_abs_pos_emb=False, use_shared_rel_pos_bias=True), "relative position bias"),
+    (dict(use_rel_pos_bias=True), "relative position bias"),
+    (dict(global_pool="avg"), "fc_norm"),
+])
+def test_beit_that_our_vit_cannot_compute_is_refused(settings, message):
+    with pytest.raises(ValueError, match=message):
+        convert("beit", {"model": timm_beit(**settings).state_dict()}, num_heads=HEADS)
+
+
 # -------------------------------------------------------------------------------------------------- ResNet family
 
 
@@ -501,8 +548,8 @@ def test_dino_resnet50_plain(tmp_path):
 
 
 def test_every_method_has_a_converter_with_a_default_encoder():
-    expected = {"dino", "dinov2", "ibot", "mae", "mocov3", "msn", "ijepa", "moco", "simsiam", "swav", "barlowtwins",
-                "vicreg", "byol", "simclr"}
+    expected = {"dino", "dinov2", "ibot", "mae", "mocov3", "msn", "ijepa", "beit", "data2vec", "moco", "simsiam",
+                "swav", "barlowtwins", "vicreg", "byol", "simclr"}
     assert set(CONVERTERS) == expected
     assert all(converter.encoders and converter.files for converter in CONVERTERS.values())
 

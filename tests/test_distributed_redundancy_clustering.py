@@ -1,6 +1,8 @@
 """The batch-dependent losses of Barlow Twins, VICReg, SwAV (Sinkhorn-Knopp) and SupCon on 2 CPU processes (gloo)
 equal the same computation on one process holding the whole batch: values, and gradients up to the world-size
-factor that the data-parallel gradient average divides out."""
+factor that the data-parallel gradient average divides out. DeepCluster v2's spherical k-means on 2 processes equals
+Lloyd's iterations over the union of their embeddings. (W-MSE whitens sub-batches of each process on their own, as
+the original does, so it has no cross-process counterpart.)"""
 
 import os
 import time
@@ -11,10 +13,12 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
+from hf_ssl.modeling.clustering import spherical_kmeans
 from hf_ssl.modeling.losses import barlow_twins_loss, sinkhorn_knopp, supcon_loss, vicreg_loss
 
 WORLD_SIZE = 2
 LOCAL_BATCH = 4
+NUM_CLUSTERS, KMEANS_ITERATIONS = 3, 4
 
 
 def global_batch():
@@ -50,6 +54,9 @@ def worker(rank, init_file, out_dir):
         local = slice(rank * LOCAL_BATCH, (rank + 1) * LOCAL_BATCH)
         results = losses_and_grads(views[0, local], views[1, local], labels[local])
         results["codes"] = sinkhorn_knopp(scores[local])
+        generator = torch.Generator().manual_seed(0)
+        results["kmeans"] = spherical_kmeans(F.normalize(views[0, local], dim=1), NUM_CLUSTERS, KMEANS_ITERATIONS,
+                                             generator=generator)  # fmt: skip
         torch.save(results, os.path.join(out_dir, f"{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -92,3 +99,22 @@ def test_sinkhorn_on_two_processes_equals_one_process(results):
     torch.testing.assert_close(torch.cat([r["codes"] for r in results]), expected, rtol=1e-5, atol=1e-7)
     # and differs from normalising each process' half alone
     assert not torch.allclose(sinkhorn_knopp(scores[:LOCAL_BATCH]), expected[:LOCAL_BATCH], atol=1e-4)
+
+
+def test_spherical_kmeans_on_two_processes_equals_lloyd_over_the_global_batch(results):
+    views, _, _ = global_batch()
+    embeddings = F.normalize(views[0], dim=1)
+    # the start: NUM_CLUSTERS distinct embeddings of process 0, drawn by its generator, then global E/M steps
+    start = torch.randperm(LOCAL_BATCH, generator=torch.Generator().manual_seed(0))[:NUM_CLUSTERS]
+    centroids = embeddings[start]
+    for _ in range(KMEANS_ITERATIONS):
+        assignments = (embeddings @ centroids.T).argmax(dim=1)
+        counts = torch.bincount(assignments, minlength=NUM_CLUSTERS)
+        assert (counts > 0).all()  # no re-seeding in this example
+        sums = torch.zeros_like(centroids).index_add_(0, assignments, embeddings)
+        centroids = F.normalize(sums / counts[:, None], dim=1)
+    assignments = (embeddings @ centroids.T).argmax(dim=1)
+    for result in results:  # the same centroids on every process
+        torch.testing.assert_close(result["kmeans"][0], centroids, rtol=1e-5, atol=1e-6)
+    assert torch.equal(torch.cat([result["kmeans"][1] for result in results]), assignments)
+    assert len(assignments.unique()) > 1

@@ -18,6 +18,11 @@ antialias per `interpolate_antialias`); `ViTModel` (with `interpolate_pos_encodi
 features at *every* input size only when our config has `interpolate_offset=0` and the antialias of the target
 class; at the native `image_size` the features are always equal. A model imported with `from_transformers` gets the
 settings that reproduce its source class at every size.
+
+The other way, `from_transformers` imports the Hub formats of the SSL models (`ViTModel` for facebook/dino-*,
+`Dinov2Model`, `ViTMAEModel`/`ViTMAEForPreTraining`, `IJepaModel`, `ViTMSNModel`, and `BeitModel`/
+`Data2VecVisionModel` where our ViT computes them exactly) through one `Layout` table per class family, into the
+bare backbone, a method's feature model or its pretraining model (MAE's decoder included).
 """
 
 import argparse
@@ -25,27 +30,39 @@ import json
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 from transformers import (
+    AutoConfig,
     AutoModel,
+    BeitConfig,
+    BeitModel,
     BitImageProcessor,
+    Data2VecVisionConfig,
+    Data2VecVisionModel,
     Dinov2Config,
     Dinov2Model,
     Dinov2WithRegistersConfig,
     Dinov2WithRegistersModel,
+    IJepaConfig,
+    IJepaModel,
     PreTrainedModel,
     ResNetModel,
     ViTConfig,
+    ViTMAEConfig,
+    ViTMAEForPreTraining,
+    ViTMAEModel,
     ViTModel,
+    ViTMSNModel,
 )
 from transformers.initialization import no_init_weights
 from transformers.utils import logging
 from transformers.utils.hub import cached_file
 
 from ..backbones import SSLResNetModel, SSLViTConfig, SSLViTModel, TransformersBackbone
-from ..modeling.base import SSLModel
+from ..modeling.base import SSLForImageClassification, SSLMethodConfig, SSLModel
 
 logger = logging.get_logger(__name__)
 
@@ -54,8 +71,86 @@ PROCESSOR_KEYS = (
     "do_resize", "size", "resample", "do_center_crop", "crop_size", "do_rescale", "rescale_factor",
     "do_normalize", "image_mean", "image_std", "do_convert_rgb",
 )
-# Whether each target class antialiases when it resizes position embeddings.
-TARGET_ANTIALIAS = {ViTModel: False, Dinov2Model: False, Dinov2WithRegistersModel: True}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a family of `transformers` ViT classes keeps the tensors of our ViT, and how it computes.
+
+    `block` maps our block modules to theirs under `layer` (formatted with the block index); several names mean
+    our tensor is theirs concatenated along dim 0 (fused qkv, SwiGLU's w12). The top-level names
+    (`embeddings.cls_token`, `embeddings.position_embeddings`, `embeddings.patch_embeddings.projection`,
+    `layernorm`, `embeddings.mask_token`, `embeddings.register_tokens`) are the same in every class.
+
+    Args:
+        layer: key prefix of block i (`"layers.{}."`).
+        block: our block module -> their module(s).
+        layerscale: their names (under `layer`) of our `ls1.gamma` / `ls2.gamma`.
+        key_bias: False where the key projection has no bias (BEiT): ours is zero there.
+        mask_token: whether the class has a mask token (imported when present, exported when True).
+        prefix: where the encoder sits in the class's state dict (`ViTMAEForPreTraining`: `vit.`).
+        dropped: their key prefix -> why those tensors are not part of our ViT (warned about on import).
+        pooling: our pooling that gives the class's pooled feature.
+        position_embedding_type: `"sincos"` where the original's table is fixed (MAE, I-JEPA).
+        antialias: whether the class antialiases when it resizes position embeddings (all resize to `size=`).
+    """
+
+    layer: str
+    block: dict[str, tuple[str, ...]]
+    layerscale: tuple[str, str] | None = None
+    key_bias: bool = True
+    mask_token: bool = False
+    prefix: str = ""
+    dropped: dict[str, str] = field(default_factory=dict)
+    pooling: str = "cls"
+    position_embedding_type: str = "learned"
+    antialias: bool = False
+
+
+VIT_BLOCK = {
+    "norm1": ("layernorm_before",),
+    "attn.qkv": ("attention.q_proj", "attention.k_proj", "attention.v_proj"),
+    "attn.proj": ("attention.o_proj",),
+    "norm2": ("layernorm_after",),
+    "mlp.fc1": ("mlp.fc1",),
+    "mlp.fc2": ("mlp.fc2",),
+}
+DINOV2_BLOCK = {
+    **VIT_BLOCK,
+    "norm1": ("norm1",),
+    "norm2": ("norm2",),
+    "mlp.w12": ("mlp.gate_proj", "mlp.up_proj"),
+    "mlp.w3": ("mlp.down_proj",),
+}
+DATA2VEC_VISION_BLOCK = {
+    "norm1": ("layernorm_before",),
+    "attn.qkv": ("attention.attention.query", "attention.attention.key", "attention.attention.value"),
+    "attn.proj": ("attention.output.dense",),
+    "norm2": ("layernorm_after",),
+    "mlp.fc1": ("intermediate.dense",),
+    "mlp.fc2": ("output.dense",),
+}
+POOLER = {"pooler.": "the class's pooler (tanh layer): pooler_output here is the pooled token itself"}
+DINOV2 = Layout("encoder.layer.{}.", DINOV2_BLOCK, layerscale=("layer_scale1.lambda1", "layer_scale2.lambda1"),
+                mask_token=True)
+MAE = Layout("layers.{}.", VIT_BLOCK, pooling="mean", position_embedding_type="sincos")
+BEIT_LIKE = dict(layerscale=("lambda_1", "lambda_2"), key_bias=False, mask_token=True)
+
+LAYOUTS: dict[type[PreTrainedModel], Layout] = {
+    ViTModel: Layout("layers.{}.", VIT_BLOCK, dropped=POOLER),
+    Dinov2Model: DINOV2,
+    Dinov2WithRegistersModel: replace(DINOV2, antialias=True),
+    ViTMAEModel: MAE,
+    ViTMAEForPreTraining: replace(MAE, prefix="vit.",
+                                  dropped={"decoder.": "the MAE decoder (kept by MaeForPreTraining)"}),
+    IJepaModel: Layout("layers.{}.", VIT_BLOCK, mask_token=True, dropped=POOLER, pooling="mean",
+                       position_embedding_type="sincos"),
+    ViTMSNModel: Layout("layers.{}.", VIT_BLOCK),
+    BeitModel: Layout("layers.{}.", VIT_BLOCK, **BEIT_LIKE),
+    Data2VecVisionModel: Layout("encoder.layer.{}.", DATA2VEC_VISION_BLOCK, **BEIT_LIKE),
+}
+# The classes an hf_ssl ViT is exported to.
+EXPORT_TARGETS = (ViTModel, Dinov2Model, Dinov2WithRegistersModel)
 
 
 def backbone_of(model: PreTrainedModel) -> PreTrainedModel:
@@ -76,47 +171,55 @@ def target_class(config: SSLViTConfig) -> type[PreTrainedModel]:
     return ViTModel
 
 
-def vit_key_map(config: SSLViTConfig, target: type[PreTrainedModel]) -> dict[str, tuple[str, ...]]:
-    """Our state-dict key -> the target class's key(s), in the `transformers` v5 module names.
+def block_key_map(
+    config: SSLViTConfig, layout: Layout, ours: str = "layers.{}.", theirs: str | None = None
+) -> dict[str, tuple[str | None, ...]]:
+    """Our block tensors -> the layout's, for every block of `config`; `None` marks a part that is zero in their
+    class (BEiT's key bias). `ours`/`theirs` are the block prefixes (MAE's decoder blocks have their own)."""
+    theirs = layout.layer if theirs is None else theirs
+    modules = ["norm1", "attn.qkv", "attn.proj", "norm2", *(("mlp.w12", "mlp.w3") if config.use_swiglu_ffn
+                                                           else ("mlp.fc1", "mlp.fc2"))]
+    missing = [module for module in modules if module not in layout.block]
+    if missing:
+        raise ValueError(f"this transformers layout has no {missing} (SwiGLU is DINOv2's only)")
+    if config.layerscale_value is not None and layout.layerscale is None:
+        raise ValueError("this transformers layout has no LayerScale")
+    key_map = {}
+    for i in range(config.num_hidden_layers):
+        our_prefix, their_prefix = ours.format(i), theirs.format(i)
+        for module in modules:
+            for param in ("weight", "bias"):
+                if param == "bias" and module == "attn.qkv" and not config.qkv_bias:
+                    continue
+                parts = [f"{their_prefix}{name}.{param}" for name in layout.block[module]]
+                if param == "bias" and module == "attn.qkv" and not layout.key_bias:
+                    parts[1] = None
+                key_map[f"{our_prefix}{module}.{param}"] = tuple(parts)
+        if config.layerscale_value is not None:
+            for our_name, their_name in zip(("ls1.gamma", "ls2.gamma"), layout.layerscale):
+                key_map[f"{our_prefix}{our_name}"] = (f"{their_prefix}{their_name}",)
+    return key_map
 
-    Several target keys mean our tensor is their concatenation along dim 0 (fused qkv, SwiGLU's w12).
-    """
+
+def vit_key_map(config: SSLViTConfig, target: type[PreTrainedModel]) -> dict[str, tuple[str | None, ...]]:
+    """Our state-dict key -> the target class's key(s), in the `transformers` v5 module names (without the
+    layout's `prefix`). Several target keys mean our tensor is their concatenation along dim 0 (fused qkv,
+    SwiGLU's w12); `None` a part that is zero in their class."""
+    layout = LAYOUTS[target]
     key_map = {
-        "embeddings.cls_token": ("embeddings.cls_token",),
         "embeddings.position_embeddings": ("embeddings.position_embeddings",),
         "embeddings.patch_embeddings.projection.weight": ("embeddings.patch_embeddings.projection.weight",),
         "embeddings.patch_embeddings.projection.bias": ("embeddings.patch_embeddings.projection.bias",),
         "layernorm.weight": ("layernorm.weight",),
         "layernorm.bias": ("layernorm.bias",),
     }
-    if target is ViTModel:
-        layer_prefix = "layers.{}."
-        block = {"norm1": "layernorm_before", "norm2": "layernorm_after"}
-    else:
-        layer_prefix = "encoder.layer.{}."
-        block = {"norm1": "norm1", "norm2": "norm2"}
+    if config.use_cls_token:
+        key_map["embeddings.cls_token"] = ("embeddings.cls_token",)
+    if layout.mask_token:
         key_map["embeddings.mask_token"] = ("embeddings.mask_token",)
-        if target is Dinov2WithRegistersModel:
-            key_map["embeddings.register_tokens"] = ("embeddings.register_tokens",)
-    fused = {"attn.qkv": ("attention.q_proj", "attention.k_proj", "attention.v_proj"), "attn.proj": ("attention.o_proj",)}
-    if config.use_swiglu_ffn:
-        fused.update({"mlp.w12": ("mlp.gate_proj", "mlp.up_proj"), "mlp.w3": ("mlp.down_proj",)})
-    else:
-        fused.update({"mlp.fc1": ("mlp.fc1",), "mlp.fc2": ("mlp.fc2",)})
-    for ours, theirs in list(block.items()):
-        fused[ours] = (theirs,)
-
-    for i in range(config.num_hidden_layers):
-        ours_prefix, theirs_prefix = f"layers.{i}.", layer_prefix.format(i)
-        for ours, theirs in fused.items():
-            for param in ("weight", "bias"):
-                if param == "bias" and ours == "attn.qkv" and not config.qkv_bias:
-                    continue
-                key_map[f"{ours_prefix}{ours}.{param}"] = tuple(f"{theirs_prefix}{t}.{param}" for t in theirs)
-        if config.layerscale_value is not None:
-            key_map[f"{ours_prefix}ls1.gamma"] = (f"{theirs_prefix}layer_scale1.lambda1",)
-            key_map[f"{ours_prefix}ls2.gamma"] = (f"{theirs_prefix}layer_scale2.lambda1",)
-    return key_map
+    if config.num_register_tokens:
+        key_map["embeddings.register_tokens"] = ("embeddings.register_tokens",)
+    return {**key_map, **block_key_map(config, layout)}
 
 
 def transformers_config(config: SSLViTConfig, target: type[PreTrainedModel]):
@@ -181,7 +284,7 @@ def to_transformers(model: PreTrainedModel, ignore_pooling: bool = False) -> Pre
         )
     target = target_class(config)
     target_config = transformers_config(config, target)
-    antialias = TARGET_ANTIALIAS[target]
+    antialias = LAYOUTS[target].antialias
     if config.interpolate_offset != 0 or config.interpolate_antialias != antialias:
         logger.warning(
             f"{target.__name__} resizes position embeddings with offset 0 and antialias={antialias}, this model with "
@@ -210,75 +313,235 @@ def to_transformers(model: PreTrainedModel, ignore_pooling: bool = False) -> Pre
 
 
 def from_transformers(
-    model_or_path: PreTrainedModel | str | os.PathLike, model_class: type[PreTrainedModel] | None = None
+    model_or_path: PreTrainedModel | str | os.PathLike,
+    model_class: type[PreTrainedModel] | None = None,
+    **settings,
 ) -> PreTrainedModel:
     """
-    Our backbone from a `ViTModel`, `Dinov2Model`, `Dinov2WithRegistersModel` (or `ResNetModel`, through
-    `hf_ssl.convert.resnet`): a model, a folder or a Hub id. The ViT gives equal `last_hidden_state` at every input
-    size (`interpolate_offset=0` and the source class's antialias); its `pooler_output` is the CLS token, so a
-    `ViTModel`'s trained tanh pooler, if any, is dropped.
+    Our model from a `transformers` one: a model, a folder or a Hub id of a class in `LAYOUTS` (`ViTModel`
+    (facebook/dino-*), `Dinov2Model`, `Dinov2WithRegistersModel`, `ViTMAEModel`/`ViTMAEForPreTraining`
+    (facebook/vit-mae-*), `IJepaModel` (facebook/ijepa_*), `ViTMSNModel` (facebook/vit-msn-*), `BeitModel`,
+    `Data2VecVisionModel`), or a `ResNetModel` (through `hf_ssl.convert.resnet`). The ViT gives equal
+    `last_hidden_state` at every input size (`interpolate_offset=0` and the source class's antialias) and pools
+    like the source (`pooler_output` is the CLS token, the mean of the patch tokens for MAE and I-JEPA); a trained
+    tanh pooler, if any, is dropped with a warning.
 
-    `model_class` (e.g. `DinoModel`) wraps the backbone in a method's feature model; by default the bare backbone
-    (`SSLViTModel`, `SSLResNetModel`) is returned.
+    `model_class` wraps the backbone in a method's feature model (`DinoModel`) or builds its pretraining model
+    (`MaeForPreTraining`, `IJepaSSLForPreTraining`, `MSNForPreTraining`, ...) so that pretraining can continue:
+    every encoder of it (student and EMA teacher) gets the weights, MAE's decoder comes from a
+    `ViTMAEForPreTraining`, other heads start from their initialisation. `settings` are fields of the method's
+    config (e.g. `projection_hidden_dim=...`, `top_k_layers=...`); the MAE fields default to the source's
+    `ViTMAEConfig`.
+    By default the bare backbone (`SSLViTModel`, `SSLResNetModel`) is returned.
     """
-    source = model_or_path if isinstance(model_or_path, PreTrainedModel) else AutoModel.from_pretrained(model_or_path)
+    source = model_or_path if isinstance(model_or_path, PreTrainedModel) else load_transformers_model(model_or_path)
     if isinstance(source, ResNetModel):
         from .resnet import resnet_from_transformers
 
         backbone = resnet_from_transformers(source)
     else:
-        backbone = vit_from_transformers(source)
-    return backbone if model_class is None or isinstance(backbone, model_class) else wrap(backbone, model_class)
+        backbone = vit_from_transformers(source, keep_decoder=_is_pretraining_class(model_class))
+    if model_class is None or isinstance(backbone, model_class):
+        return backbone
+    if _is_pretraining_class(model_class):
+        return pretraining_from_backbone(backbone, model_class, source, **settings)
+    return wrap(backbone, model_class, **settings)
 
 
-def vit_from_transformers(source: PreTrainedModel) -> SSLViTModel:
-    """`SSLViTModel` with the weights of a `ViTModel`, `Dinov2Model` or `Dinov2WithRegistersModel`."""
-    target = next((cls for cls in TARGET_ANTIALIAS if isinstance(source, cls)), None)
-    if target is None:
-        raise TypeError(
-            "from_transformers takes a ViTModel, Dinov2Model, Dinov2WithRegistersModel or ResNetModel, "
-            f"got {type(source).__name__}"
-        )
-    config = ssl_vit_config(source.config, target)
-    theirs = source.state_dict()
-    state = {our_key: torch.cat([theirs[key] for key in their_keys], dim=0)
-             for our_key, their_keys in vit_key_map(config, target).items()}
-    state.setdefault("embeddings.mask_token", torch.zeros(1, config.hidden_size))
+def _is_pretraining_class(model_class) -> bool:
+    """A method's pretraining model (`MaeForPreTraining`): an hf_ssl model that is not a feature model."""
+    return isinstance(model_class, type) and issubclass(model_class, PreTrainedModel) and issubclass(
+        getattr(model_class, "config_class", object), SSLMethodConfig
+    ) and not issubclass(model_class, (SSLModel, SSLForImageClassification))
+
+
+def load_transformers_model(path: str | os.PathLike) -> PreTrainedModel:
+    """A saved `transformers` model in the class its config names when that class is in `LAYOUTS` (so a
+    `ViTMAEForPreTraining` keeps its decoder), else through `AutoModel`."""
+    architectures = AutoConfig.from_pretrained(path).architectures or []
+    classes = {cls.__name__: cls for cls in LAYOUTS}
+    model_class = next((classes[name] for name in architectures if name in classes), AutoModel)
+    return model_class.from_pretrained(path)
+
+
+def source_class(source: PreTrainedModel) -> type[PreTrainedModel]:
+    """The class in `LAYOUTS` of a `transformers` model; a `TypeError` naming the supported classes for any other."""
+    cls = next((cls for cls in LAYOUTS if type(source) is cls), None) or next(
+        (cls for cls in LAYOUTS if isinstance(source, cls)), None)
+    if cls is None:
+        names = ", ".join(cls.__name__ for cls in LAYOUTS)
+        raise TypeError(f"from_transformers takes a {names} or ResNetModel, got {type(source).__name__}")
+    return cls
+
+
+def import_state(
+    theirs: dict[str, torch.Tensor], key_map: dict[str, tuple[str | None, ...]], shapes: dict[str, torch.Size]
+) -> tuple[dict[str, torch.Tensor], set[str]]:
+    """Our state dict from `theirs` through `key_map` (parts concatenated along dim 0, `None` parts zero, shapes
+    as in `shapes`), and the keys of `theirs` it used. Keys of `key_map` whose tensors `theirs` lacks are
+    left out (the caller decides which may be)."""
+    state, used = {}, set()
+    for our_key, their_keys in key_map.items():
+        present = [key for key in their_keys if key is not None]
+        if not all(key in theirs for key in present):
+            continue
+        size = theirs[present[0]].shape[0]
+        parts = [theirs[key] if key is not None else theirs[present[0]].new_zeros(size) for key in their_keys]
+        state[our_key] = torch.cat(parts, dim=0).reshape(shapes[our_key])
+        used.update(present)
+    return state, used
+
+
+def vit_from_transformers(source: PreTrainedModel, keep_decoder: bool = False) -> SSLViTModel:
+    """`SSLViTModel` with the weights of a `transformers` ViT of a class in `LAYOUTS`. A tensor of the source that
+    has no place in our ViT is an error, except the layout's `dropped` ones, which are named in a warning (MAE's
+    decoder only when `keep_decoder` is False)."""
+    cls = source_class(source)
+    layout = LAYOUTS[cls]
+    config = ssl_vit_config(source.config, layout)
+    source_state = source.state_dict()
+    theirs = {key[len(layout.prefix):]: value for key, value in source_state.items() if key.startswith(layout.prefix)}
     with no_init_weights():
         model = SSLViTModel(config)
+    expected = model.state_dict()
+    state, used = import_state(theirs, vit_key_map(config, cls), {k: v.shape for k, v in expected.items()})
+    missing = sorted(expected.keys() - state.keys() - {"embeddings.mask_token"})
+    if missing:
+        raise ValueError(f"the {type(source).__name__} lacks tensors of our ViT: {missing[:8]}")
+    state.setdefault("embeddings.mask_token", torch.zeros_like(expected["embeddings.mask_token"]))
+
+    dropped = {}
+    for key in source_state.keys() - {layout.prefix + key for key in used}:
+        reason = next((why for start, why in layout.dropped.items() if key.startswith(start)), None)
+        if reason is None:
+            raise ValueError(
+                f"{type(source).__name__} tensor {key!r} has no place in hf_ssl's ViT, refusing to drop it"
+            )
+        dropped.setdefault(reason, []).append(key)
+    for reason, keys in dropped.items():
+        if not (keep_decoder and keys[0].startswith("decoder.")):
+            logger.warning(f"not imported from {type(source).__name__}: {len(keys)} tensor(s) of {reason}")
     model.load_state_dict(state, strict=True)
-    return model.to(theirs["layernorm.weight"].dtype).eval()
+    return model.to(next(iter(theirs.values())).dtype).eval()
 
 
-def wrap(backbone: PreTrainedModel, model_class: type[PreTrainedModel]) -> PreTrainedModel:
-    """A method's feature model (an `SSLModel` subclass such as `DinoModel`) around `backbone`'s weights."""
+def wrap(backbone: PreTrainedModel, model_class: type[PreTrainedModel], **settings) -> PreTrainedModel:
+    """A method's feature model (an `SSLModel` subclass such as `DinoModel`) around `backbone`'s weights;
+    `settings` are fields of the method's config."""
     if not (isinstance(model_class, type) and issubclass(model_class, SSLModel)):
         raise TypeError(f"model_class must be an SSLModel subclass such as DinoModel, got {model_class!r}")
     with no_init_weights():
-        model = model_class(model_class.config_class(backbone_config=backbone.config))
+        model = model_class(model_class.config_class(backbone_config=backbone.config, **settings))
     model.load_state_dict({f"backbone.{key}": value for key, value in backbone.state_dict().items()}, strict=True)
     return model.to(backbone.dtype).eval()
 
 
-def ssl_vit_config(config, target: type[PreTrainedModel]) -> SSLViTConfig:
-    """Our ViT config for a `ViTConfig`, `Dinov2Config` or `Dinov2WithRegistersConfig`."""
+# ViTMAEConfig field -> MaeConfig field, carried over when a ViTMAE model becomes MaeForPreTraining.
+MAE_SETTINGS = {
+    "mask_ratio": "mask_ratio",
+    "norm_pix_loss": "norm_pix_loss",
+    "decoder_hidden_size": "decoder_hidden_size",
+    "decoder_num_hidden_layers": "decoder_num_hidden_layers",
+    "decoder_num_attention_heads": "decoder_num_attention_heads",
+}
+# Our MAE decoder's modules -> ViTMAE's (under `decoder.`), besides the blocks.
+MAE_DECODER_KEYS = {"embed": "decoder_embed", "norm": "decoder_norm", "pred": "decoder_pred"}
+
+
+def pretraining_from_backbone(
+    backbone: PreTrainedModel, model_class: type[PreTrainedModel], source: PreTrainedModel, **settings
+) -> PreTrainedModel:
+    """`model_class` (a method's pretraining model) with `backbone`'s weights in every encoder it holds (student
+    and EMA teacher), MAE's decoder from a `ViTMAEForPreTraining` source, other heads initialised."""
+    from ..modeling.heads import MAEDecoder
+
+    config_class = model_class.config_class
+    if isinstance(source.config, ViTMAEConfig):
+        source_config = source.config
+        defaults = {ours: getattr(source_config, theirs) for theirs, ours in MAE_SETTINGS.items()}
+        defaults["decoder_mlp_ratio"] = source_config.decoder_intermediate_size / source_config.decoder_hidden_size
+        settings = {**{k: v for k, v in defaults.items() if hasattr(config_class, k)}, **settings}
+    model = model_class(config_class(backbone_config=backbone.config, **settings))
+    encoders = [module for module in model.modules() if isinstance(module, SSLModel)]
+    if not encoders:
+        raise TypeError(f"{model_class.__name__} holds no hf_ssl encoder (SSLModel) to import into")
+    for encoder in encoders:
+        encoder.backbone.load_state_dict(backbone.state_dict(), strict=True)
+    decoder = getattr(model, "decoder", None)
+    if isinstance(source, ViTMAEForPreTraining) and isinstance(decoder, MAEDecoder):
+        decoder.load_state_dict(mae_decoder_state(source, backbone.config), strict=True)
+    elif isinstance(decoder, MAEDecoder):
+        logger.warning(f"{type(source).__name__} has no MAE decoder: {model_class.__name__}'s decoder is initialised")
+    return model.to(backbone.dtype).eval()
+
+
+def mae_decoder_state(source: ViTMAEForPreTraining, backbone_config: SSLViTConfig) -> dict[str, torch.Tensor]:
+    """ViTMAE's decoder in our `MAEDecoder` names: the blocks through the ViT layout's table; the position table
+    without its CLS row, which ViTMAE keeps at zero (refused otherwise: our decoder gives prefix tokens none)."""
+    config = source.config
+    if config.hidden_act != "gelu":
+        raise ValueError(f"our MAE decoder uses exact GELU, the ViTMAE decoder {config.hidden_act!r}")
+    theirs = {key[len("decoder."):]: value for key, value in source.state_dict().items() if key.startswith("decoder.")}
+    positions = theirs["decoder_pos_embed"]
+    if positions[:, 0].abs().max() != 0:
+        raise ValueError("the ViTMAE decoder's CLS position is not zero: our MAE decoder gives the CLS token none")
+    block_config = SSLViTConfig(
+        image_size=1, patch_size=1, hidden_size=config.decoder_hidden_size,
+        num_hidden_layers=config.decoder_num_hidden_layers, num_attention_heads=config.decoder_num_attention_heads,
+        mlp_ratio=config.decoder_intermediate_size / config.decoder_hidden_size, qkv_bias=config.qkv_bias,
+    )
+    key_map = {
+        "mask_token": ("mask_token",),
+        **{f"{ours}.{param}": (f"{their}.{param}",) for ours, their in MAE_DECODER_KEYS.items()
+           for param in ("weight", "bias")},
+        **block_key_map(block_config, LAYOUTS[ViTMAEModel], ours="layers.{}.", theirs="decoder_layers.{}."),
+    }
+    shapes = {key: torch.Size([sum(theirs[k].shape[0] for k in keys), *theirs[keys[0]].shape[1:]])
+              for key, keys in key_map.items() if all(k in theirs for k in keys)}
+    state, used = import_state(theirs, key_map, shapes)
+    state["position_embeddings"] = positions[:, 1:]
+    leftover = sorted(theirs.keys() - used - {"decoder_pos_embed"})
+    if leftover or len(state) != len(key_map) + 1:
+        raise ValueError(f"ViTMAE decoder tensors without a place in our MAE decoder: {leftover[:8]}")
+    return state
+
+
+def ssl_vit_config(config, layout: Layout | type[PreTrainedModel]) -> SSLViTConfig:
+    """Our ViT config for the config of a class in `LAYOUTS`; a `ValueError` for what our ViT cannot compute
+    (BEiT's relative position bias, its norm after mean pooling, no absolute position embeddings)."""
+    layout = LAYOUTS[layout] if isinstance(layout, type) else layout
     for name in ("image_size", "patch_size"):
         if not isinstance(getattr(config, name), int):
             raise ValueError(f"only square {name} can be imported, got {getattr(config, name)}")
-    if target is ViTModel:
-        mlp_ratio = config.intermediate_size / config.hidden_size
-        if int(config.hidden_size * mlp_ratio) != config.intermediate_size:
-            raise ValueError(f"intermediate_size {config.intermediate_size} is not expressible as an MLP ratio")
-        extra = dict(mlp_ratio=mlp_ratio)
-    else:
+    extra = {}
+    if isinstance(config, (BeitConfig, Data2VecVisionConfig)):
+        if config.use_relative_position_bias or config.use_shared_relative_position_bias:
+            raise ValueError(
+                f"{type(config).__name__} with relative position bias: hf_ssl's ViT has none, so this model cannot "
+                "be imported exactly (only models with use_absolute_position_embeddings and no relative bias can)"
+            )
+        if not config.use_absolute_position_embeddings:
+            raise ValueError(f"{type(config).__name__} without absolute position embeddings cannot be imported")
+        if config.use_mean_pooling:
+            raise ValueError(
+                f"{type(config).__name__} with use_mean_pooling=True has no final norm on its tokens but a norm after "
+                "the mean (pooler.layernorm), which hf_ssl's ViT does not have: it cannot be imported exactly"
+            )
+        if config.layer_scale_init_value > 0:
+            extra["layerscale_value"] = config.layer_scale_init_value
+    if isinstance(config, (Dinov2Config, Dinov2WithRegistersConfig)):
         extra = dict(
             mlp_ratio=config.mlp_ratio,
             use_swiglu_ffn=config.use_swiglu_ffn,
             layerscale_value=config.layerscale_value,
-            drop_path_rate=config.drop_path_rate,
             drop_path_uniform=True,
             num_register_tokens=getattr(config, "num_register_tokens", 0),
         )
+    else:
+        mlp_ratio = config.intermediate_size / config.hidden_size
+        if int(config.hidden_size * mlp_ratio) != config.intermediate_size:
+            raise ValueError(f"intermediate_size {config.intermediate_size} is not expressible as an MLP ratio")
+        extra["mlp_ratio"] = mlp_ratio
     return SSLViTConfig(
         image_size=config.image_size,
         patch_size=config.patch_size,
@@ -287,12 +550,15 @@ def ssl_vit_config(config, target: type[PreTrainedModel]) -> SSLViTConfig:
         num_hidden_layers=config.num_hidden_layers,
         num_attention_heads=config.num_attention_heads,
         hidden_act=config.hidden_act,
-        qkv_bias=config.qkv_bias,
+        qkv_bias=getattr(config, "qkv_bias", True),
         layer_norm_eps=config.layer_norm_eps,
         initializer_range=config.initializer_range,
+        drop_path_rate=getattr(config, "drop_path_rate", 0.0),
+        use_cls_token=not isinstance(config, IJepaConfig),
+        position_embedding_type=layout.position_embedding_type,
         interpolate_offset=0.0,
-        interpolate_antialias=TARGET_ANTIALIAS[target],
-        pooling="cls",
+        interpolate_antialias=layout.antialias,
+        pooling=layout.pooling,
         **extra,
     )
 

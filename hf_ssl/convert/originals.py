@@ -30,7 +30,7 @@ from transformers.initialization import no_init_weights
 from ..backbones import SSLResNetModel, SSLViTModel
 from .checkpoint import Source, anchor_locations, load_checkpoint
 from .resnet import resnet_state_dict_from_torchvision
-from .vit import VIT_ARCHS, rename_vit_key, vit_config_from_state_dict
+from .vit import VIT_ARCHS, merge_beit_attention_bias, rename_vit_key, vit_config_from_state_dict
 
 # A key every encoder of a family has, exactly once, to find the encoder's prefix.
 ANCHORS = {"vit": "patch_embed.proj.weight", "resnet": "layer4.0.downsample.0.weight"}
@@ -200,6 +200,26 @@ CONVERTERS: dict[str, Converter] = {c.method: c for c in (
               "cannot run off its native grid; this model interpolates the sin-cos table there.",
     ),
     Converter(
+        "beit", "BEiT (Bao et al., 2022, arXiv:2106.08254)",
+        ("beit_base_patch16_224_pt22k.pth",),
+        encoders={"model": _sources((("model",), ""), (("module",), ""), ((), ""))},
+        ignored={"lm_head.": "BEiT's masked-image-modeling head over the visual tokens"},
+        model_types=("beit_ssl",), vit_settings=dict(pooling="mean", interpolate_offset=0.0), license="mit",
+        notes="Only BEiT models with absolute position embeddings (use_abs_pos_emb) and no relative position bias "
+              "convert: hf_ssl's ViT has no relative position bias, and the released BEiT checkpoints use a shared "
+              "one, so they are refused. pooler_output is the mean of the patch tokens after the final norm.",
+    ),
+    Converter(
+        "data2vec", "data2vec (Baevski et al., 2022, arXiv:2202.03555), vision, BEiT-based release",
+        ("data2vec_vision_base_pt.pth",),
+        encoders={"model": _sources((("model",), ""), (("module",), ""), ((), ""))},
+        ignored={"lm_head.": "data2vec's regression head", "final_proj.": "data2vec's regression head"},
+        model_types=("data2vec_ssl",), vit_settings=dict(pooling="mean", interpolate_offset=0.0), license="mit",
+        notes="data2vec-vision is written on BEiT's code (same keys): only models with absolute position "
+              "embeddings and no relative position bias convert (the released ones use a shared relative bias and "
+              "are refused). pooler_output is the mean of the patch tokens after the final norm.",
+    ),
+    Converter(
         "moco", "MoCo v1/v2 (He et al., 2020, arXiv:1911.05722; Chen et al., 2020, arXiv:2003.04297)",
         ("moco_v1_200ep_pretrain.pth.tar", "moco_v2_800ep_pretrain.pth.tar"),
         encoders={
@@ -317,11 +337,23 @@ def vit_encoder_state(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
             raise ValueError(f"two checkpoint tensors map to {ours} (one of them {key!r})")
         else:
             renamed[ours] = value
+    relative = [key for key in unmapped if "relative_position" in key]
+    if relative:
+        raise ValueError(
+            f"the encoder uses a relative position bias ({relative[0]!r}, BEiT/data2vec's use_rel_pos_bias or "
+            "use_shared_rel_pos_bias): hf_ssl's ViT has none, so it cannot be converted exactly; only models trained "
+            "with absolute position embeddings (pos_embed) and no relative bias can"
+        )
+    if any(key.startswith("fc_norm.") for key in unmapped):
+        raise ValueError(
+            "the encoder has `fc_norm`, a norm after mean pooling (a fine-tuned BEiT/data2vec model): hf_ssl's ViT "
+            "normalises tokens before pooling, so it cannot be converted exactly; convert the pretraining checkpoint"
+        )
     if unmapped:
         raise ValueError(
             f"{len(unmapped)} encoder tensor(s) have no place in hf_ssl's ViT, refusing to drop them: {unmapped[:8]}"
         )
-    return renamed
+    return merge_beit_attention_bias(renamed)
 
 
 def build_backbone_from_weights(

@@ -3,6 +3,8 @@
 Their keys differ only in details that one table covers: DINOv2 names LayerScale `ls1.gamma` and iBOT `gamma_1`,
 DINOv2's SwiGLU is `mlp.w12`/`mlp.w3`, registers are `register_tokens`, the mask token is `mask_token` (DINOv2) or
 `masked_embed` (iBOT), and FSDP training dumps of DINOv2 nest the blocks in chunks (`blocks.<chunk>.<i>.`).
+BEiT (and data2vec-vision, written on BEiT's code) keep the query and value biases apart (`attn.q_bias`,
+`attn.v_bias`; the key has none) and a (1, 1, D) mask token; `merge_beit_attention_bias` folds them into ours.
 What the keys do not hold (the number of heads) comes from a table of the papers' architectures.
 """
 
@@ -34,6 +36,8 @@ BLOCK_KEYS = {
     "ls2.gamma": "ls2.gamma",
     "gamma_1": "ls1.gamma",
     "gamma_2": "ls2.gamma",
+    "attn.q_bias": "attn.q_bias",  # BEiT: merged into attn.qkv.bias by merge_beit_attention_bias
+    "attn.v_bias": "attn.v_bias",
 }
 # `blocks.<i>.<rest>`, or `blocks.<chunk>.<i>.<rest>` in DINOv2's chunked (FSDP) training dumps.
 BLOCK_PATTERN = re.compile(r"blocks\.(?:\d+\.)?(\d+)\.(.+)")
@@ -60,6 +64,23 @@ def rename_vit_key(key: str) -> str | None:
     if match and match[2] in BLOCK_KEYS:
         return f"layers.{match[1]}.{BLOCK_KEYS[match[2]]}"
     return None
+
+
+def merge_beit_attention_bias(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Our-named state dict with BEiT's separate query/value biases fused into `attn.qkv.bias` (the key's part zero,
+    as BEiT computes it) and its (1, 1, D) mask token as our (1, D)."""
+    state = dict(state_dict)
+    for key in [key for key in state if key.endswith(".attn.q_bias")]:
+        block = key[: -len("q_bias")]
+        if block + "v_bias" not in state:
+            raise ValueError(f"BEiT attention {block!r} has a query bias but no value bias")
+        query, value = state.pop(block + "q_bias"), state.pop(block + "v_bias")
+        state[block + "qkv.bias"] = torch.cat([query, torch.zeros_like(query), value])
+    if any(key.endswith(".attn.v_bias") for key in state):
+        raise ValueError("a BEiT attention has a value bias but no query bias")
+    if "embeddings.mask_token" in state:
+        state["embeddings.mask_token"] = state["embeddings.mask_token"].reshape(1, -1)
+    return state
 
 
 def _mlp_ratio(state_dict: dict[str, torch.Tensor], dim: int) -> tuple[float, bool]:

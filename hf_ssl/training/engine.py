@@ -174,13 +174,21 @@ def _make_accelerator(recipe: Recipe) -> Accelerator:
             log_with = "tensorboard"
         except ImportError:
             log_with = None
-    return Accelerator(
+    accelerator = Accelerator(
         mixed_precision=recipe.train.mixed_precision,
         gradient_accumulation_steps=recipe.train.gradient_accumulation_steps,
         log_with=None if log_with in (None, "none") else log_with,
         project_dir=recipe.train.output_dir,
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=recipe.train.find_unused_parameters)],
     )
+    world_size = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    if world_size != accelerator.num_processes:
+        # e.g. accelerate's FSDP plugin on CPU processes: each would silently train alone on its own shard
+        raise RuntimeError(
+            f"{world_size} processes were launched but accelerate runs {accelerator.num_processes} "
+            f"({accelerator.distributed_type}); this launch configuration is not supported on this hardware"
+        )
+    return accelerator
 
 
 def _flat(values: dict, prefix: str = "") -> dict:

@@ -133,7 +133,8 @@ class Recipe:
         return dataclasses.asdict(self)
 
     def validate(self) -> None:
-        """Raise `ValueError` naming the first bad field and its allowed range."""
+        """Raise `ValueError` naming the first bad field and its allowed range; the `model` and `views` sections are
+        checked by building them (cheap: a config and a transform, no weights)."""
         data, optim, train = self.data, self.optim, self.train
         if "model_type" not in self.model:
             raise ValueError(f"model.model_type is required; registered pretraining models: {_pretraining_types()}")
@@ -181,6 +182,28 @@ class Recipe:
             _check(getattr(train, name) >= 1, f"train.{name}", getattr(train, name), ">= 1")
         if self.eval.knn is not None and not isinstance(self.eval.knn, dict):
             raise ValueError(f"eval.knn must be a mapping of knn_eval arguments, got {self.eval.knn!r}")
+        self._check_backbone_type()
+        _check_builds("model", self.build_config)
+        _check_builds("views", self._build_views)
+
+    def _check_backbone_type(self) -> None:
+        """An unknown `model.backbone_config.model_type` is named here, not as a bare `KeyError` from transformers."""
+        from transformers import CONFIG_MAPPING
+
+        import hf_ssl  # noqa: F401  (registers our backbone types)
+
+        backbone = self.model.get("backbone_config")
+        backbone_type = backbone.get("model_type") if isinstance(backbone, dict) else None
+        if backbone_type is not None and backbone_type not in CONFIG_MAPPING:
+            raise ValueError(
+                f"model.backbone_config.model_type must be ssl_vit, ssl_resnet or a transformers vision model type, "
+                f"got {backbone_type!r}"
+            )
+
+    def _build_views(self):
+        from ..processing.views import build_views
+
+        return build_views(**self.views)
 
     def per_process_batch_size(self, num_processes: int) -> int:
         """`train.batch_size`, or `global_batch_size / (num_processes * accumulation)` when that is set."""
@@ -223,6 +246,15 @@ def _check_type(name: str, value: Any, annotation: Any) -> None:
     if not ok:
         names = " or ".join(sorted("null" if c is type(None) else c.__name__ for c in classes))
         raise TypeError(f"{name} must be {names}, got {value!r}")
+
+
+def _check_builds(section: str, build) -> None:
+    """Run a section's own builder now, so its validation (temperatures, mask ratios, patch sizes, crop sizes) fails
+    before training starts, the message prefixed with the recipe section."""
+    try:
+        build()
+    except (ValueError, TypeError) as error:
+        raise type(error)(f"{section}: {error}") from error
 
 
 def _check(ok: bool, name: str, value: Any, allowed: str) -> None:
