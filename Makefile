@@ -33,7 +33,9 @@ demo: venv data
 	$(PY) -m hf_ssl.demo
 
 bench: venv
-	$(PY) benchmarks/inference.py
+	for script in inference train_step views roofline scaling; do \
+		HF_HUB_OFFLINE=1 $(PY) benchmarks/$$script.py || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) build *.egg-info
