@@ -121,10 +121,12 @@ class SeparableGaussianBlur(v2.GaussianBlur):
         sigma_y, sigma_x = params["sigma"][1], params["sigma"][0]
         size_x, size_y = self.kernel_size
         image = inpt.as_subclass(torch.Tensor)
-        blurred = image.to(torch.float32).unsqueeze(1)  # channels as the batch: (C, 1, H, W)
+        channels = image.shape[0]
+        blurred = image.to(torch.float32).unsqueeze(0)  # (1, C, H, W), one grouped convolution over the channels
         blurred = F.pad(blurred, (size_x // 2, size_x // 2, size_y // 2, size_y // 2), mode="reflect")
-        blurred = F.conv2d(blurred, _gaussian_kernel1d(size_x, sigma_x).view(1, 1, 1, size_x))
-        blurred = F.conv2d(blurred, _gaussian_kernel1d(size_y, sigma_y).view(1, 1, size_y, 1)).squeeze(1)
+        row = _gaussian_kernel1d(size_x, sigma_x).view(1, 1, 1, size_x).expand(channels, -1, -1, -1)
+        column = _gaussian_kernel1d(size_y, sigma_y).view(1, 1, size_y, 1).expand(channels, -1, -1, -1)
+        blurred = F.conv2d(F.conv2d(blurred, row, groups=channels), column, groups=channels).squeeze(0)
         if image.dtype == torch.uint8:
             blurred = blurred.round_().clamp_(0, 255)
         blurred = blurred.to(image.dtype)
