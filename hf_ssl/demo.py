@@ -22,27 +22,11 @@ from PIL import Image
 import hf_ssl  # noqa: F401  (registers the Auto classes)
 
 from .data.datasets import fashion_mnist_arrays
-from .evaluation.knn import knn_accuracy, knn_eval
+from .evaluation.knn import knn_eval, raw_pixel_knn
 from .training.engine import train
 
 KNN_TRAIN = int(os.environ.get("DEMO_KNN_TRAIN", 10000))
 KNN_TEST = int(os.environ.get("DEMO_KNN_TEST", 2000))
-
-
-def raw_pixel_knn() -> dict[str, float]:
-    """kNN on standardised raw pixels, the reference any learned feature is compared with."""
-    train_images, train_labels = fashion_mnist_arrays("train")
-    test_images, test_labels = fashion_mnist_arrays("test")
-
-    train_flat = torch.from_numpy(train_images[:KNN_TRAIN]).flatten(1).float()
-    test_flat = torch.from_numpy(test_images[:KNN_TEST]).flatten(1).float()
-    mean, std = train_flat.mean(0), train_flat.std(0).clamp_min(1e-6)
-    return knn_accuracy(
-        (train_flat - mean) / std,
-        torch.from_numpy(train_labels[:KNN_TRAIN]),
-        (test_flat - mean) / std,
-        torch.from_numpy(test_labels[:KNN_TEST]),
-    )
 
 
 def reload_and_compare(model_dir: Path) -> float:
@@ -100,7 +84,7 @@ def main() -> int:
     knn_args = dict(max_train=KNN_TRAIN, max_test=KNN_TEST)
     trained = knn_eval(str(model_dir), **knn_args)["k=20"]["top1"]
     random_init = knn_eval(str(model_dir), random_init=True, **knn_args)["k=20"]["top1"]
-    pixels = raw_pixel_knn()["top1"]
+    pixels = raw_pixel_knn(KNN_TRAIN, KNN_TEST)["top1"]
     print(f"      trained {method}: {trained:.2f}%   same network at random init: {random_init:.2f}%   "
           f"raw pixels: {pixels:.2f}%")  # fmt: skip
 

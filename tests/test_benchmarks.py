@@ -57,3 +57,35 @@ def test_quick_mode_prints_tables_of_positive_finite_ratios(script, capsys):
             for column in ratio_columns:
                 value = float(row[column])
                 assert math.isfinite(value) and value > 0, f"{script}: {header[column]} = {row[column]} in {row}"
+
+
+FMNIST = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
+
+
+@pytest.mark.skipif(not FMNIST.exists(), reason="needs Debian's dataset-fashion-mnist")
+def test_quality_fmnist_trains_for_the_budget_and_reports_every_column(tmp_path, capsys):
+    """A budget of a few steps: the calibrated number of steps is what was trained, the JSON holds kNN (trained and
+    random init) and linear top-1 in [0, 100], and the raw-pixel reference of the same run."""
+    import json
+
+    quality = importlib.import_module("quality_fmnist")
+    out = tmp_path / "results.json"
+    quality.main(["--methods", "simclr", "--budget-minutes", "0.05", "--calibration-steps", "2",
+                  "--knn-train", "300", "--knn-test", "100", "--linear-epochs", "2",
+                  "--work-dir", str(tmp_path / "runs"), "--out", str(out)])  # fmt: skip
+    results = json.loads(out.read_text())
+    (row,) = results["rows"]
+    assert row["method"] == "simclr" and row["steps"] >= 1
+    history = [json.loads(line) for line in (tmp_path / "runs" / "simclr" / "metrics.jsonl").read_text().splitlines()]
+    assert max(entry["step"] for entry in history) <= row["steps"]
+    for key in ("knn", "knn_random_init", "linear"):
+        assert 0.0 <= row[key] <= 100.0
+    assert 0.0 < results["raw_pixels_knn"] <= 100.0
+    header, rows = parse_tables(capsys.readouterr().out)[-1]
+    assert header[0] == "method" and rows[-1][0] == "raw pixels (standardised)"
+
+
+def test_quality_fmnist_rejects_a_method_without_tiny_recipe():
+    quality = importlib.import_module("quality_fmnist")
+    with pytest.raises(SystemExit):
+        quality.main(["--methods", "no_such_method"])

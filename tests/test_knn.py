@@ -1,4 +1,5 @@
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -50,3 +51,29 @@ def test_knn_top5_and_bad_arguments():
         knn_predict(train, labels, train, 6, temperature=0.0)
     with pytest.raises(ValueError, match="training labels"):
         knn_predict(train, labels[:3], train, 6)
+
+
+@pytest.mark.skipif(
+    not Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz").exists(),
+    reason="needs Debian's dataset-fashion-mnist",
+)
+def test_raw_pixel_knn_equals_sklearn_neighbours_with_weighted_votes():
+    """Per-pixel standardisation with the training statistics, then scikit-learn's cosine nearest neighbours and
+    exp(sim / T)-weighted votes computed in numpy give the same top-1."""
+    import numpy as np
+    from sklearn.neighbors import NearestNeighbors
+
+    from hf_ssl.data.datasets import fashion_mnist_arrays
+    from hf_ssl.evaluation.knn import raw_pixel_knn
+
+    (train_x, train_y), (test_x, test_y) = fashion_mnist_arrays("train"), fashion_mnist_arrays("test")
+    train_x, train_y = train_x[:2000].reshape(2000, -1).astype(np.float64), train_y[:2000]
+    test_x, test_y = test_x[:300].reshape(300, -1).astype(np.float64), test_y[:300]
+    mean, std = train_x.mean(0), np.maximum(train_x.std(0, ddof=1), 1e-6)
+    distances, indices = NearestNeighbors(n_neighbors=20, metric="cosine").fit((train_x - mean) / std).kneighbors(
+        (test_x - mean) / std
+    )
+    votes = np.zeros((300, 10))
+    np.add.at(votes, (np.arange(300)[:, None], train_y[indices]), np.exp((1 - distances) / 0.07))
+    expected = 100 * (votes.argmax(1) == test_y).mean()
+    assert raw_pixel_knn(2000, 300)["top1"] == pytest.approx(expected, abs=1e-4)

@@ -87,3 +87,24 @@ def knn_eval(
     return {
         f"k={n}": knn_accuracy(train_features, train_labels, test_features, test_labels, n, temperature) for n in ks
     }
+
+
+def raw_pixel_knn(max_train: int | None = None, max_test: int | None = None, k: int = 20, temperature: float = 0.07):
+    """kNN top-1/top-5 on Fashion-MNIST's raw pixels, standardised per pixel with the training set's statistics:
+    the reference any learned feature is compared with."""
+    from ..data.datasets import fashion_mnist_arrays
+
+    (train_images, train_labels), (test_images, test_labels) = (
+        fashion_mnist_arrays("train"), fashion_mnist_arrays("test")
+    )  # fmt: skip
+    train_pixels = torch.tensor(train_images[:max_train]).flatten(1).float()
+    test_pixels = torch.tensor(test_images[:max_test]).flatten(1).float()
+    mean, std = train_pixels.mean(0), train_pixels.std(0).clamp_min(1e-6)
+    return knn_accuracy(
+        (train_pixels - mean) / std,
+        torch.tensor(train_labels[:max_train]),
+        (test_pixels - mean) / std,
+        torch.tensor(test_labels[:max_test]),
+        k,
+        temperature,
+    )
