@@ -65,8 +65,8 @@ def main() -> int:
     out = Path(os.environ.get("DEMO_OUTPUT", "demo_output"))
     steps = os.environ.get("DEMO_STEPS")
     recipe = f"{method}_tiny_fmnist"
-    print(f"hf-ssl demo: {method} on Fashion-MNIST, CPU. Expect about 5-10 minutes on 2 cores "
-          f"(pretraining ~3-5 min, evaluation ~1-2 min). Output: {out}/", flush=True)  # fmt: skip
+    print(f"hf-ssl demo: {method} on Fashion-MNIST, CPU. Expect about 7 minutes on 2 cores "
+          f"(pretraining ~6 min, evaluation ~1 min). Output: {out}/", flush=True)  # fmt: skip
     try:
         fashion_mnist_arrays("test")
     except (FileNotFoundError, OSError) as error:

@@ -3,6 +3,7 @@ guard, and the saved model folders. A tiny pretraining model defined here stands
 
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -371,3 +372,11 @@ def test_cli_pretrain_with_dataset_output_dir_overrides_and_resume(tmp_path, ima
             "train.checkpoint_every=1", "--output-dir", str(out), "optim.lr=1e-3"]  # fmt: skip
     assert main(args) == 0
     assert [call[:2] for call in TinyForPreTraining.hook_calls] == [("before", 1), ("end", 1)]
+
+
+@pytest.mark.parametrize("cores, workers, processes, expected", [(8, 2, 1, 6), (8, 2, 2, 2), (2, 2, 1, 1), (4, 0, 1, 4)])
+def test_model_threads_leave_the_data_workers_their_cores(monkeypatch, cores, workers, processes, expected):
+    from hf_ssl.training.engine import model_threads
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert model_threads(workers, processes) == expected

@@ -7,6 +7,7 @@ when `transformers` initialises a model's weights (`SSLPreTrainedModel.initializ
 """
 
 import math
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -222,7 +223,60 @@ class Prototypes(SSLHead):
         return F.normalize(z, dim=-1) @ F.normalize(self.weight, dim=-1).T
 
 
-class JEPAPredictor(SSLHead):
+class MaskTokenTransformer(SSLHead):
+    """The trunk MAE's decoder and I-JEPA's predictor share: a linear map from the encoder's width, one learned mask
+    token, the fixed 2-D sin-cos positions of the native patch grid, pre-norm blocks of our ViT and a final LayerNorm.
+    Subclasses add their output layer, their initialisation and how they lay out the sequence."""
+
+    def __init__(
+        self,
+        encoder_dim: int,
+        grid_size: int,
+        hidden_size: int,
+        num_hidden_layers: int,
+        num_attention_heads: int,
+        mlp_ratio: float,
+        layer_norm_eps: float,
+        persistent_positions: bool,
+    ):
+        super().__init__()
+        from ..backbones.configuration_vit import SSLViTConfig
+        from ..backbones.modeling_vit import ViTBlock
+
+        block_config = SSLViTConfig(
+            image_size=grid_size, patch_size=1, hidden_size=hidden_size, num_hidden_layers=num_hidden_layers,
+            num_attention_heads=num_attention_heads, mlp_ratio=mlp_ratio, layer_norm_eps=layer_norm_eps,
+        )  # fmt: skip
+        self.grid_size = grid_size
+        self.embed = nn.Linear(encoder_dim, hidden_size)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, hidden_size))
+        positions = torch.zeros(1, grid_size * grid_size, hidden_size)
+        self.register_buffer("position_embeddings", positions, persistent=persistent_positions)
+        self.layers = nn.ModuleList([ViTBlock(block_config, 0.0) for _ in range(num_hidden_layers)])
+        self.norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+
+    def reset_trunk(self, init_linear_weight) -> None:
+        """Sin-cos positions; `init_linear_weight` on every linear weight (zero biases); unit LayerNorms."""
+        from ..backbones.modeling_vit import sincos_position_table
+
+        init.copy_(self.position_embeddings, sincos_position_table(self.grid_size, self.mask_token.shape[-1])[None])
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                init_linear_weight(module.weight)
+                if module.bias is not None:
+                    init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                init.ones_(module.weight)
+                init.zeros_(module.bias)
+
+    def transform(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The blocks and the final norm over a prepared sequence (B, L, hidden)."""
+        for layer in self.layers:
+            hidden, _ = layer(hidden)
+        return self.norm(hidden)
+
+
+class JEPAPredictor(MaskTokenTransformer):
     """I-JEPA's predictor: a narrow ViT that reads the context encoder's tokens and one learned mask token per
     target patch (plus the fixed 2-D sin-cos position of that patch), and predicts the target encoder's
     representation of each target patch (Assran et al., 2023, Sec. 3; `VisionTransformerPredictor` of the original).
@@ -251,37 +305,16 @@ class JEPAPredictor(SSLHead):
         mlp_ratio: float = 4.0,
         layer_norm_eps: float = 1e-6,
     ):
-        super().__init__()
-        from ..backbones.configuration_vit import SSLViTConfig
-        from ..backbones.modeling_vit import ViTBlock
-
-        block_config = SSLViTConfig(
-            image_size=grid_size, patch_size=1, hidden_size=hidden_size, num_hidden_layers=num_hidden_layers,
-            num_attention_heads=num_attention_heads, mlp_ratio=mlp_ratio, layer_norm_eps=layer_norm_eps,
-        )
-        self.grid_size = grid_size
-        self.embed = nn.Linear(encoder_dim, hidden_size)
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, hidden_size))
-        positions = torch.zeros(1, grid_size * grid_size, hidden_size)
-        self.register_buffer("position_embeddings", positions, persistent=False)
-        self.layers = nn.ModuleList([ViTBlock(block_config, 0.0) for _ in range(num_hidden_layers)])
-        self.norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+        super().__init__(
+            encoder_dim, grid_size, hidden_size, num_hidden_layers, num_attention_heads, mlp_ratio, layer_norm_eps,
+            persistent_positions=False,
+        )  # fmt: skip
         self.proj = nn.Linear(hidden_size, encoder_dim)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        from ..backbones.modeling_vit import sincos_position_table
-
-        init.copy_(self.position_embeddings, sincos_position_table(self.grid_size, self.mask_token.shape[-1])[None])
+        self.reset_trunk(partial(init.trunc_normal_, std=0.02))
         init.trunc_normal_(self.mask_token, std=0.02)
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                init.trunc_normal_(module.weight, std=0.02)
-                if module.bias is not None:
-                    init.zeros_(module.bias)
-            elif isinstance(module, nn.LayerNorm):
-                init.ones_(module.weight)
-                init.zeros_(module.bias)
         for depth, layer in enumerate(self.layers, start=1):
             for residual in (layer.attn.proj.weight, layer.mlp.fc2.weight):
                 init.copy_(residual, residual / math.sqrt(2.0 * depth))
@@ -321,9 +354,7 @@ class JEPAPredictor(SSLHead):
         num_context = hidden.shape[1]
         queries = self.mask_token + positions_at(target_indices.flatten(0, 1))  # (M * B, N_t, hidden)
         hidden = torch.cat([hidden.repeat(num_targets, 1, 1), queries], dim=1)
-        for layer in self.layers:
-            hidden, _ = layer(hidden)
-        predictions = self.proj(self.norm(hidden)[:, num_context:])
+        predictions = self.proj(self.transform(hidden)[:, num_context:])
         return predictions.unflatten(0, (num_targets, batch_size))
 
 
@@ -346,7 +377,7 @@ class LinearPredictionHead(SSLHead):
         return self.linear(x)
 
 
-class MAEDecoder(SSLHead):
+class MAEDecoder(MaskTokenTransformer):
     """MAE's lightweight decoder (He et al., 2022, Sec. 3): embeds the encoded visible tokens to its own width, puts a
     shared learned mask token at every masked position (unshuffling with `ids_restore`), adds fixed 2-D sin-cos
     positions, runs pre-norm ViT blocks and predicts the p * p * C pixels of every patch.
@@ -376,36 +407,16 @@ class MAEDecoder(SSLHead):
         mlp_ratio: float = 4.0,
         layer_norm_eps: float = 1e-6,
     ):
-        super().__init__()
-        from ..backbones.configuration_vit import SSLViTConfig
-        from ..backbones.modeling_vit import ViTBlock
-
-        block_config = SSLViTConfig(
-            image_size=grid_size, patch_size=1, hidden_size=hidden_size, num_hidden_layers=num_hidden_layers,
-            num_attention_heads=num_attention_heads, mlp_ratio=mlp_ratio, layer_norm_eps=layer_norm_eps,
+        super().__init__(
+            encoder_dim, grid_size, hidden_size, num_hidden_layers, num_attention_heads, mlp_ratio, layer_norm_eps,
+            persistent_positions=True,
         )  # fmt: skip
-        self.grid_size = grid_size
-        self.embed = nn.Linear(encoder_dim, hidden_size)
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, hidden_size))
-        self.register_buffer("position_embeddings", torch.zeros(1, grid_size * grid_size, hidden_size))
-        self.layers = nn.ModuleList([ViTBlock(block_config, 0.0) for _ in range(num_hidden_layers)])
-        self.norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
         self.pred = nn.Linear(hidden_size, patch_dim)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        from ..backbones.modeling_vit import sincos_position_table
-
-        init.copy_(self.position_embeddings, sincos_position_table(self.grid_size, self.mask_token.shape[-1])[None])
+        self.reset_trunk(init.xavier_uniform_)
         init.normal_(self.mask_token, std=0.02)
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                init.xavier_uniform_(module.weight)
-                if module.bias is not None:
-                    init.zeros_(module.bias)
-            elif isinstance(module, nn.LayerNorm):
-                init.ones_(module.weight)
-                init.zeros_(module.bias)
 
     def forward(self, hidden_states: torch.Tensor, ids_restore: torch.Tensor, num_prefix_tokens: int) -> torch.Tensor:
         """Pixel predictions (B, N, patch_dim) of every patch.
@@ -424,6 +435,4 @@ class MAEDecoder(SSLHead):
         patches = torch.cat([visible, masked], dim=1)
         patches = patches.gather(1, ids_restore.unsqueeze(-1).expand(-1, -1, patches.shape[-1]))
         hidden = torch.cat([prefix, patches + self.position_embeddings], dim=1)
-        for layer in self.layers:
-            hidden, _ = layer(hidden)
-        return self.pred(self.norm(hidden)[:, num_prefix_tokens:])
+        return self.pred(self.transform(hidden)[:, num_prefix_tokens:])
