@@ -304,6 +304,11 @@ def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(tmp_path, image_dat
     assert int(actual["num_updates"]) == 6
     state = json.loads((run_dir / "checkpoint-6" / "engine_state.json").read_text())
     assert (state["step"], state["epoch"], state["batch_in_epoch"]) == (6, 1, 4)  # micro-batches
+    # the log holds each step once: the lines the crashed run wrote after checkpoint-3 were dropped on resume
+    def logged_steps(folder):
+        return [json.loads(line)["step"] for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+    assert logged_steps(run_dir) == logged_steps(tmp_path / "full") == sorted(set(logged_steps(run_dir)))
 
 
 @pytest.mark.parametrize("kind, message", [("loss", "non-finite loss at step 5"),

@@ -270,6 +270,15 @@ class Trainer:
         self.skipped_images, self.checkpoint = state["skipped_images"], checkpoint
         logger.info("resumed from %s at step %d", checkpoint, self.step)
 
+    def trim_metrics_log(self) -> None:
+        """Drop the `metrics.jsonl` lines of steps after `self.step` (left by the interrupted or earlier run this one
+        continues or replaces), so the log holds each step once."""
+        path = self.output_dir / "metrics.jsonl"
+        if not self.accelerator.is_main_process or not path.exists():
+            return
+        kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= self.step]
+        path.write_text("".join(line + "\n" for line in kept))
+
     def save_checkpoint(self) -> None:
         self.guard.check(self.accelerator.gather)  # never checkpoint weights updated from a non-finite step
         state = {
@@ -453,6 +462,7 @@ def train(recipe: Recipe | str | Path, resume: bool | str | Path = False, overri
     accelerator.wait_for_everyone()
     if resume:
         trainer.resume(resume)
+    trainer.trim_metrics_log()
     if accelerator.log_with:
         accelerator.init_trackers("pretrain", config=_flat(recipe.to_dict()))
     threads = torch.get_num_threads()
