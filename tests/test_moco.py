@@ -115,6 +115,11 @@ def test_auto_classes_and_initial_state(tiny_vit_config):
     # MoCo v2's head: Linear-ReLU-Linear, no BatchNorm
     assert [type(m) for m in model.projector.layers] == [torch.nn.Linear, torch.nn.ReLU, torch.nn.Linear]
     assert model.queue.features.shape == (32, 16)
+    # the option small ViTs need: BatchNorm after the hidden layer, in the key projector too
+    config = AutoConfig.for_model("moco", backbone_config=tiny_vit_config.to_dict(), projection_use_bn=True, **HEAD)
+    model = AutoModelForPreTraining.from_config(config)
+    expected = [torch.nn.Linear, torch.nn.BatchNorm1d, torch.nn.ReLU, torch.nn.Linear]
+    assert [type(m) for m in model.projector.layers] == [type(m) for m in model.key_projector.layers] == expected
 
 
 def test_forward_is_infonce_of_view1_queries_against_view2_keys_and_the_queue(moco_config):

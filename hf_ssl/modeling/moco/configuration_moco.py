@@ -14,6 +14,8 @@ class MoCoConfig(SSLMethodConfig):
         projection_hidden_dim (`int`): width of the MLP head's hidden layer (2048).
         projection_dim (`int`): width of the keys and queries (128).
         projection_num_layers (`int`): linear layers of the head: 2 (MoCo v2's MLP, no BatchNorm) or 1 (MoCo v1's fc).
+        projection_use_bn (`bool`): BatchNorm after the head's hidden layer (off in MoCo v2; small ViTs need it, their
+            CLS outputs barely differ between images at init).
         queue_size (`int`): K, the number of negative keys in the queue (65536).
         temperature (`float`): tau of the InfoNCE loss (0.2; MoCo v1 uses 0.07).
         momentum (`float`): m of the key encoder's EMA, constant (0.999).
@@ -26,6 +28,7 @@ class MoCoConfig(SSLMethodConfig):
     projection_hidden_dim: int = 2048
     projection_dim: int = 128
     projection_num_layers: int = 2
+    projection_use_bn: bool = False
     queue_size: int = 65536
     temperature: float = 0.2
     momentum: float = 0.999

@@ -50,7 +50,7 @@ class MoCoForPreTraining(MoCoPreTrainedModel):
             config.projection_hidden_dim,
             config.projection_dim,
             num_layers=config.projection_num_layers,
-            use_bn=False,
+            use_bn=config.projection_use_bn,
         )
         self.queue = FeatureQueue(config.queue_size, config.projection_dim)
         self.post_init()
