@@ -467,7 +467,7 @@ def train(recipe: Recipe | str | Path, resume: bool | str | Path = False, overri
         accelerator.init_trackers("pretrain", config=_flat(recipe.to_dict()))
     threads = torch.get_num_threads()
     if accelerator.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(model_threads(recipe.data.num_workers, accelerator.state.num_processes))
+        torch.set_num_threads(min(threads, model_threads(recipe.data.num_workers, accelerator.state.num_processes)))
     try:
         trainer.run()
     finally:
@@ -493,7 +493,7 @@ def train(recipe: Recipe | str | Path, resume: bool | str | Path = False, overri
 def model_threads(num_workers: int, num_processes: int = 1) -> int:
     """Threads for a CPU training process: its share of the cores minus its data-loader workers (at least 1).
     torch's default of every core competes with the workers: on 2 cores with 2 workers, 3x slower than 1 thread.
-    `OMP_NUM_THREADS` in the environment overrides it."""
+    The engine only ever lowers the thread count to this, and leaves it alone when `OMP_NUM_THREADS` is set."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, cores // max(num_processes, 1) - num_workers)
 
