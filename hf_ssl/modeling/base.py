@@ -141,3 +141,9 @@ class SSLPreTrainingOutput(ModelOutput):
     loss: torch.Tensor | None = None
     logs: dict[str, torch.Tensor] | None = None
     embeddings: torch.Tensor | None = None
+
+
+def check_two_views(global_views: torch.Tensor, method: str) -> None:
+    """The input check of the two-view methods: `global_views` must be (2, batch, C, H, W)."""
+    if global_views.ndim != 5 or global_views.shape[0] != 2:
+        raise ValueError(f"{method} takes global_views of shape (2, batch, C, H, W), got {tuple(global_views.shape)}")

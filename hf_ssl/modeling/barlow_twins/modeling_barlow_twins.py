@@ -2,7 +2,13 @@
 
 import torch
 
-from ..base import SSLForImageClassification, SSLModel, SSLPreTrainedModel, SSLPreTrainingOutput
+from ..base import (
+    SSLForImageClassification,
+    SSLModel,
+    SSLPreTrainedModel,
+    SSLPreTrainingOutput,
+    check_two_views,
+)
 from ..heads import ProjectionMLP
 from ..losses import barlow_twins_loss
 from .configuration_barlow_twins import BarlowTwinsConfig
@@ -43,10 +49,7 @@ class BarlowTwinsForPreTraining(BarlowTwinsPreTrainedModel):
 
     def forward(self, global_views: torch.Tensor, **kwargs) -> SSLPreTrainingOutput:
         """Barlow Twins loss of `global_views` (2, B, C, H, W): one encoder and one projector pass over both views."""
-        if global_views.ndim != 5 or global_views.shape[0] != 2:
-            raise ValueError(
-                f"Barlow Twins takes global_views of shape (2, batch, C, H, W), got {tuple(global_views.shape)}"
-            )
+        check_two_views(global_views, "Barlow Twins")
         batch_size = global_views.shape[1]
         features = self.barlow_twins(global_views.flatten(0, 1)).pooler_output
         z_a, z_b = self.projector(features).split(batch_size)

@@ -4,7 +4,13 @@ import torch
 import torch.nn.functional as F
 from transformers import initialization as init
 
-from ..base import SSLForImageClassification, SSLModel, SSLPreTrainedModel, SSLPreTrainingOutput
+from ..base import (
+    SSLForImageClassification,
+    SSLModel,
+    SSLPreTrainedModel,
+    SSLPreTrainingOutput,
+    check_two_views,
+)
 from ..heads import ProjectionMLP
 from ..losses import byol_loss
 from ..teacher import cosine_schedule, ema_update_, make_teacher
@@ -64,8 +70,7 @@ class BYOLForPreTraining(BYOLPreTrainedModel):
 
     def forward(self, global_views: torch.Tensor, **kwargs) -> SSLPreTrainingOutput:
         """BYOL loss on `global_views` (2, B, C, H, W)."""
-        if global_views.ndim != 5 or global_views.shape[0] != 2:
-            raise ValueError(f"BYOL takes global_views of shape (2, batch, C, H, W), got {tuple(global_views.shape)}")
+        check_two_views(global_views, "BYOL")
         z1, z2 = (self.projector(self.byol(view).pooler_output) for view in global_views)
         p1, p2 = self.predictor(z1), self.predictor(z2)
         with torch.no_grad():

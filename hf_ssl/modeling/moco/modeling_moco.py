@@ -3,7 +3,13 @@
 import torch
 import torch.nn.functional as F
 
-from ..base import SSLForImageClassification, SSLModel, SSLPreTrainedModel, SSLPreTrainingOutput
+from ..base import (
+    SSLForImageClassification,
+    SSLModel,
+    SSLPreTrainedModel,
+    SSLPreTrainingOutput,
+    check_two_views,
+)
 from ..distributed import gather_no_grad
 from ..heads import ProjectionMLP
 from ..losses import moco_loss
@@ -68,8 +74,7 @@ class MoCoForPreTraining(MoCoPreTrainedModel):
     def forward(self, global_views: torch.Tensor, **kwargs) -> SSLPreTrainingOutput:
         """InfoNCE of q = query encoder(view 1) against k = key encoder(view 2) and the queue; `global_views` is
         (2, B, C, H, W). In training mode the (gathered) keys wait for `on_step_end` to enter the queue."""
-        if global_views.ndim != 5 or global_views.shape[0] != 2:
-            raise ValueError(f"MoCo takes global_views of shape (2, batch, C, H, W), got {tuple(global_views.shape)}")
+        check_two_views(global_views, "MoCo")
         q = self.projector(self.moco(global_views[0]).pooler_output)
         with torch.no_grad():
             k = self.key_projector(self.key_encoder(global_views[1]).pooler_output)

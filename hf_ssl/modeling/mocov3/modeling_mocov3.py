@@ -4,7 +4,13 @@ import torch
 import torch.nn.functional as F
 from transformers import initialization as init
 
-from ..base import SSLForImageClassification, SSLModel, SSLPreTrainedModel, SSLPreTrainingOutput
+from ..base import (
+    SSLForImageClassification,
+    SSLModel,
+    SSLPreTrainedModel,
+    SSLPreTrainingOutput,
+    check_two_views,
+)
 from ..heads import ProjectionMLP
 from ..losses import mocov3_loss
 from ..teacher import cosine_schedule, ema_update_, make_teacher
@@ -84,10 +90,7 @@ class MoCoV3ForPreTraining(MoCoV3PreTrainedModel):
 
     def forward(self, global_views: torch.Tensor, **kwargs) -> SSLPreTrainingOutput:
         """Symmetrized contrastive loss on `global_views` (2, B, C, H, W)."""
-        if global_views.ndim != 5 or global_views.shape[0] != 2:
-            raise ValueError(
-                f"MoCo v3 takes global_views of shape (2, batch, C, H, W), got {tuple(global_views.shape)}"
-            )
+        check_two_views(global_views, "MoCo v3")
         z1, z2 = (self.projector(self.mocov3(view).pooler_output) for view in global_views)
         q1, q2 = self.predictor(z1), self.predictor(z2)
         with torch.no_grad():

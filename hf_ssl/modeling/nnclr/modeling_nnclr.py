@@ -3,7 +3,13 @@
 import torch
 import torch.nn.functional as F
 
-from ..base import SSLForImageClassification, SSLModel, SSLPreTrainedModel, SSLPreTrainingOutput
+from ..base import (
+    SSLForImageClassification,
+    SSLModel,
+    SSLPreTrainedModel,
+    SSLPreTrainingOutput,
+    check_two_views,
+)
 from ..distributed import gather_no_grad
 from ..heads import ProjectionMLP
 from ..losses import nnclr_loss
@@ -55,8 +61,7 @@ class NNCLRForPreTraining(NNCLRPreTrainedModel):
     def forward(self, global_views: torch.Tensor, **kwargs) -> SSLPreTrainingOutput:
         """NNCLR loss on `global_views` (2, B, C, H, W). In training mode the (gathered) projections of view 1 wait
         for `on_step_end` to enter the support set."""
-        if global_views.ndim != 5 or global_views.shape[0] != 2:
-            raise ValueError(f"NNCLR takes global_views of shape (2, batch, C, H, W), got {tuple(global_views.shape)}")
+        check_two_views(global_views, "NNCLR")
         z1, z2 = (self.projector(self.nnclr(view).pooler_output) for view in global_views)
         p1, p2 = self.predictor(z1), self.predictor(z2)
         nn1, nn2 = self.support_set.nearest_neighbours(z1), self.support_set.nearest_neighbours(z2)

@@ -3,7 +3,13 @@
 import torch
 import torch.nn.functional as F
 
-from ..base import SSLForImageClassification, SSLModel, SSLPreTrainedModel, SSLPreTrainingOutput
+from ..base import (
+    SSLForImageClassification,
+    SSLModel,
+    SSLPreTrainedModel,
+    SSLPreTrainingOutput,
+    check_two_views,
+)
 from ..heads import ProjectionMLP
 from ..losses import nt_xent_loss
 from .configuration_simclr import SimCLRConfig
@@ -45,8 +51,7 @@ class SimCLRForPreTraining(SimCLRPreTrainedModel):
     def forward(self, global_views: torch.Tensor, **kwargs) -> SSLPreTrainingOutput:
         """NT-Xent on `global_views` (2, B, C, H, W): one encoder pass and one projector pass over both views (the
         BatchNorm statistics cover the 2B crops, as the original)."""
-        if global_views.ndim != 5 or global_views.shape[0] != 2:
-            raise ValueError(f"SimCLR takes global_views of shape (2, batch, C, H, W), got {tuple(global_views.shape)}")
+        check_two_views(global_views, "SimCLR")
         batch_size = global_views.shape[1]
         features = self.simclr(global_views.flatten(0, 1)).pooler_output
         z1, z2 = self.projector(features).split(batch_size)

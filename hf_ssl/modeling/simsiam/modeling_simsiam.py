@@ -4,7 +4,13 @@ SimSiam's f, is dropped like every projector)."""
 import torch
 import torch.nn.functional as F
 
-from ..base import SSLForImageClassification, SSLModel, SSLPreTrainedModel, SSLPreTrainingOutput
+from ..base import (
+    SSLForImageClassification,
+    SSLModel,
+    SSLPreTrainedModel,
+    SSLPreTrainingOutput,
+    check_two_views,
+)
 from ..heads import ProjectionMLP
 from ..losses import simsiam_loss
 from .configuration_simsiam import SimSiamConfig
@@ -48,10 +54,7 @@ class SimSiamForPreTraining(SimSiamPreTrainedModel):
 
     def forward(self, global_views: torch.Tensor, **kwargs) -> SSLPreTrainingOutput:
         """SimSiam loss on `global_views` (2, B, C, H, W)."""
-        if global_views.ndim != 5 or global_views.shape[0] != 2:
-            raise ValueError(
-                f"SimSiam takes global_views of shape (2, batch, C, H, W), got {tuple(global_views.shape)}"
-            )
+        check_two_views(global_views, "SimSiam")
         z1, z2 = (self.projector(self.simsiam(view).pooler_output) for view in global_views)
         p1, p2 = self.predictor(z1), self.predictor(z2)
         loss = simsiam_loss(p1, p2, z1, z2)

@@ -2,7 +2,13 @@
 
 import torch
 
-from ..base import SSLForImageClassification, SSLModel, SSLPreTrainedModel, SSLPreTrainingOutput
+from ..base import (
+    SSLForImageClassification,
+    SSLModel,
+    SSLPreTrainedModel,
+    SSLPreTrainingOutput,
+    check_two_views,
+)
 from ..heads import ProjectionMLP
 from ..losses import vicreg_loss
 from .configuration_vicreg import VICRegConfig
@@ -45,8 +51,7 @@ class VICRegForPreTraining(VICRegPreTrainedModel):
 
     def forward(self, global_views: torch.Tensor, **kwargs) -> SSLPreTrainingOutput:
         """VICReg loss of `global_views` (2, B, C, H, W): one encoder and one expander pass over both views."""
-        if global_views.ndim != 5 or global_views.shape[0] != 2:
-            raise ValueError(f"VICReg takes global_views of shape (2, batch, C, H, W), got {tuple(global_views.shape)}")
+        check_two_views(global_views, "VICReg")
         batch_size = global_views.shape[1]
         features = self.vicreg(global_views.flatten(0, 1)).pooler_output
         z_a, z_b = self.expander(features).split(batch_size)
