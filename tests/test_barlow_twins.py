@@ -9,6 +9,8 @@ from transformers import AutoConfig, AutoModel, AutoModelForPreTraining
 from hf_ssl import BarlowTwinsConfig, BarlowTwinsForPreTraining, BarlowTwinsModel
 from hf_ssl.modeling.losses import barlow_twins_loss
 
+from helpers import train_losses
+
 PROJECTOR = dict(projection_hidden_dim=64, projection_dim=32)
 
 
@@ -108,14 +110,7 @@ def test_forward_is_the_loss_of_the_projections(config):
 def test_training_steps_lower_the_loss(config):
     torch.manual_seed(0)
     model = BarlowTwinsForPreTraining(config).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    views, losses = two_views(), []
-    for _ in range(6):
-        loss = model(global_views=views).loss
-        losses.append(loss.item())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    losses = train_losses(model, {"global_views": two_views()}, 6, hooks=False)
     assert losses[-1] < 0.8 * losses[0], losses
 
 

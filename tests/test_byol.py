@@ -10,6 +10,8 @@ from hf_ssl import BYOLConfig, BYOLForPreTraining, BYOLModel, SSLResNetConfig
 from hf_ssl.modeling.losses import byol_loss, normalized_mse
 from hf_ssl.training.progress import TrainingProgress
 
+from helpers import train_losses
+
 HEAD = dict(projection_hidden_dim=64, projection_dim=16, prediction_hidden_dim=64)
 
 
@@ -111,16 +113,7 @@ def test_on_step_end_moves_the_target_with_the_cosine_rate(byol_config):
 def test_training_steps_with_hooks_lower_the_loss(byol_config):
     torch.manual_seed(0)
     model = BYOLForPreTraining(byol_config).train()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-    views = two_views()
-    losses = []
-    for step in range(6):
-        loss = model(global_views=views).loss
-        losses.append(loss.item())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        model.on_step_end(TrainingProgress(step, 6, 6))
+    losses = train_losses(model, {"global_views": two_views()}, 6)
     assert losses[-1] < 0.7 * losses[0], losses
 
 

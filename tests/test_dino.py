@@ -10,6 +10,8 @@ from hf_ssl import DinoConfig, DinoForPreTraining, DinoModel, SSLResNetConfig
 from hf_ssl.modeling.heads import DinoHead
 from hf_ssl.training.progress import TrainingProgress
 
+from helpers import train_losses, train_steps
+
 # A head wide enough that the bottleneck before the L2 normalisation is not vanishingly small (trunc_normal(0.02)
 # weights shrink narrow layers), which would make the loss too sharp for a few plain AdamW steps.
 HEAD = dict(head_out_dim=64, head_hidden_dim=256, head_bottleneck_dim=64)
@@ -165,22 +167,6 @@ def test_center_is_not_updated_in_eval_mode(dino_config):
     assert torch.count_nonzero(model.center) == 0
 
 
-def train_steps(model, batch, steps, lr=1e-4):
-    """AdamW steps with the engine's hook calls; the logs of every step."""
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
-    logs = []
-    for step in range(steps):
-        progress = TrainingProgress(step=step, total_steps=steps, steps_per_epoch=2)
-        out = model(**batch)
-        logs.append({k: v.item() for k, v in out.logs.items()})
-        optimizer.zero_grad()
-        out.loss.backward()
-        model.on_before_optimizer_step(progress)
-        optimizer.step()
-        model.on_step_end(progress)
-    return logs
-
-
 def test_training_steps_with_hooks_lower_the_loss_against_fixed_targets(tiny_vit_config):
     """With the teacher and the centre held fixed (momenta 1), the student must fit the targets."""
     config = DinoConfig(
@@ -189,7 +175,7 @@ def test_training_steps_with_hooks_lower_the_loss_against_fixed_targets(tiny_vit
     torch.manual_seed(0)
     model = DinoForPreTraining(config).train()
     teacher_before = [p.clone() for p in model.dino.parameters()]
-    losses = [log["loss"] for log in train_steps(model, views(), 6)]
+    losses = train_losses(model, views(), 6, lr=1e-4, steps_per_epoch=2)
     assert losses[-1] < 0.9 * losses[0], losses
     assert all(torch.equal(a, b) for a, b in zip(teacher_before, model.dino.parameters()))
 
@@ -199,7 +185,7 @@ def test_training_steps_with_hooks_lower_the_teacher_student_kl(dino_config):
     part of the cross-entropy), so what the student must lower is its KL to the teacher."""
     torch.manual_seed(0)
     model = DinoForPreTraining(dino_config).train()
-    logs = train_steps(model, views(), 6)
+    logs = train_steps(model, views(), 6, lr=1e-4, steps_per_epoch=2)
     assert logs[-1]["teacher_student_kl"] < 0.6 * logs[0]["teacher_student_kl"], logs
     for log in logs:
         assert log["loss"] == pytest.approx(log["teacher_entropy"] + log["teacher_student_kl"], rel=1e-5)

@@ -12,6 +12,8 @@ from hf_ssl import IBOTConfig, IBOTForPreTraining, IBOTModel, SSLResNetConfig
 from hf_ssl.modeling.losses import dino_loss, ibot_patch_loss
 from hf_ssl.training.progress import TrainingProgress
 
+from helpers import train_steps
+
 HEAD = dict(head_out_dim=64, patch_out_dim=64, head_hidden_dim=256, head_bottleneck_dim=64)
 
 
@@ -171,27 +173,12 @@ def test_bad_masks_are_rejected(ibot_config):
         model(**{**inputs, "masks": inputs["masks"].long()})
 
 
-def train_steps(model, inputs, steps, lr=1e-4):
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
-    logs = []
-    for step in range(steps):
-        progress = TrainingProgress(step=step, total_steps=steps, steps_per_epoch=2)
-        out = model(**inputs)
-        logs.append({k: v.item() for k, v in out.logs.items()})
-        optimizer.zero_grad()
-        out.loss.backward()
-        model.on_before_optimizer_step(progress)
-        optimizer.step()
-        model.on_step_end(progress)
-    return logs
-
-
 def test_training_steps_lower_the_loss_against_fixed_targets(tiny_vit_config):
     config = IBOTConfig(backbone_config=tiny_vit_config.to_dict(), momentum_teacher=1.0, center_momentum=1.0,
                         patch_center_momentum=1.0, freeze_last_layer_epochs=0, **HEAD)
     torch.manual_seed(0)
     model = IBOTForPreTraining(config).train()
-    logs = train_steps(model, batch(), 6)
+    logs = train_steps(model, batch(), 6, lr=1e-4, steps_per_epoch=2)
     assert logs[-1]["cls_loss"] < 0.9 * logs[0]["cls_loss"], logs
     assert logs[-1]["patch_loss"] < 0.9 * logs[0]["patch_loss"], logs
 

@@ -12,6 +12,8 @@ from hf_ssl import MoCoV3Config, MoCoV3ForPreTraining, MoCoV3Model, SSLResNetCon
 from hf_ssl.modeling.losses import info_nce_loss, mocov3_loss
 from hf_ssl.training.progress import TrainingProgress
 
+from helpers import train_losses
+
 HEAD = dict(projection_hidden_dim=64, projection_dim=16, prediction_hidden_dim=64)
 
 
@@ -150,16 +152,7 @@ def test_stop_grad_conv1_keeps_the_random_patch_projection(tiny_vit_config):
 def test_training_steps_with_hooks_lower_the_loss(mocov3_config):
     torch.manual_seed(0)
     model = MoCoV3ForPreTraining(mocov3_config).train()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-    views = two_views()
-    losses = []
-    for step in range(6):
-        loss = model(global_views=views).loss
-        losses.append(loss.item())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        model.on_step_end(TrainingProgress(step, 6, 6))
+    losses = train_losses(model, {"global_views": two_views()}, 6)
     assert losses[-1] < 0.6 * losses[0], losses
 
 

@@ -13,6 +13,8 @@ from hf_ssl.modeling.losses import info_nce_loss, nnclr_loss
 from hf_ssl.modeling.memory import FeatureQueue
 from hf_ssl.training.progress import TrainingProgress
 
+from helpers import train_losses
+
 HEAD = dict(projection_hidden_dim=64, projection_dim=16, prediction_hidden_dim=64, queue_size=32)
 
 
@@ -118,16 +120,7 @@ def test_on_step_end_puts_the_projections_of_view1_into_the_support_set(nnclr_co
 def test_training_steps_with_hooks_lower_the_loss(nnclr_config):
     torch.manual_seed(0)
     model = NNCLRForPreTraining(nnclr_config).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    views = two_views(batch=8)
-    losses = []
-    for step in range(8):
-        loss = model(global_views=views).loss
-        losses.append(loss.item())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        model.on_step_end(TrainingProgress(step, 8, 8))
+    losses = train_losses(model, {"global_views": two_views(batch=8)}, 8)
     assert losses[-1] < 0.6 * losses[0], losses
 
 

@@ -9,6 +9,8 @@ from transformers import AutoConfig, AutoModel, AutoModelForPreTraining
 from hf_ssl import SSLResNetConfig, SimCLRConfig, SimCLRForPreTraining, SimCLRModel
 from hf_ssl.modeling.heads import ProjectionMLP
 
+from helpers import train_losses
+
 PROJECTOR = dict(projection_hidden_dim=64, projection_dim=16)
 
 
@@ -86,15 +88,7 @@ def test_forward_rejects_other_than_two_views(simclr_config):
 def test_training_steps_lower_the_loss(simclr_config):
     torch.manual_seed(0)
     model = SimCLRForPreTraining(simclr_config).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    views = two_views()
-    losses = []
-    for _ in range(6):
-        loss = model(global_views=views).loss
-        losses.append(loss.item())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    losses = train_losses(model, {"global_views": two_views()}, 6, hooks=False)
     assert losses[-1] < 0.8 * losses[0], losses
 
 

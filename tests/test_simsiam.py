@@ -8,6 +8,8 @@ from transformers import AutoConfig, AutoModel, AutoModelForPreTraining
 from hf_ssl import SimSiamConfig, SimSiamForPreTraining, SimSiamModel, SSLResNetConfig
 from hf_ssl.modeling.losses import negative_cosine_similarity, simsiam_loss
 
+from helpers import train_losses
+
 HEAD = dict(projection_hidden_dim=64, projection_dim=32, prediction_hidden_dim=8)
 
 
@@ -89,15 +91,7 @@ def test_forward_is_the_loss_of_the_model_outputs_and_z_gets_no_gradient(simsiam
 def test_training_steps_lower_the_loss(simsiam_config):
     torch.manual_seed(0)
     model = SimSiamForPreTraining(simsiam_config).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    views = two_views(batch=8)
-    losses = []
-    for _ in range(6):
-        loss = model(global_views=views).loss
-        losses.append(loss.item())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    losses = train_losses(model, {"global_views": two_views(batch=8)}, 6, hooks=False)
     assert losses[-1] < losses[0] - 0.1 and losses[-1] == min(losses), losses
 
 

@@ -11,6 +11,8 @@ from transformers import AutoModel, AutoModelForPreTraining
 from hf_ssl import SupConConfig, SupConForPreTraining, SupConModel
 from hf_ssl.modeling.losses import nt_xent_loss, supcon_loss
 
+from helpers import train_losses
+
 HEAD = dict(projection_hidden_dim=64, projection_dim=16)
 
 
@@ -92,14 +94,7 @@ def test_forward_needs_labels_and_trains(config):
     with torch.no_grad():
         z = model.projector(model.supcon(views.flatten(0, 1)).pooler_output).unflatten(0, (2, 8))
     torch.testing.assert_close(out.loss, supcon_loss(z, labels, 0.1))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    losses = []
-    for _ in range(6):
-        loss = model(global_views=views, labels=labels).loss
-        losses.append(loss.item())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    losses = train_losses(model, {"global_views": views, "labels": labels}, 6, hooks=False)
     assert losses[-1] < 0.8 * losses[0], losses
 
 

@@ -8,6 +8,8 @@ from transformers import AutoModel, AutoModelForPreTraining
 from hf_ssl import VICRegConfig, VICRegForPreTraining, VICRegModel
 from hf_ssl.modeling.losses import vicreg_covariance, vicreg_loss, vicreg_variance
 
+from helpers import train_losses
+
 EXPANDER = dict(expander_hidden_dim=64, expander_dim=32)
 
 
@@ -95,14 +97,7 @@ def test_forward_logs_the_terms_and_trains(config):
     with pytest.raises(ValueError, match="2, batch"):
         model(global_views=torch.randn(1, 2, 3, 32, 32))
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    losses = []
-    for _ in range(6):
-        loss = model(global_views=views).loss
-        losses.append(loss.item())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    losses = train_losses(model, {"global_views": views}, 6, hooks=False)
     assert losses[-1] < 0.8 * losses[0], losses
 
 
